@@ -1,0 +1,6 @@
+//! zoo-card: YAML model cards.
+#![warn(missing_docs)]
+
+mod spec;
+
+pub use spec::*;

@@ -1,0 +1,1 @@
+//! End-to-end tests of the `zoo` binary and parity tests against committed fixtures.
