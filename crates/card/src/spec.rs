@@ -240,9 +240,8 @@ pub enum FusionMode {
     Learned,
 }
 
-/// Training recipe (consumed by the trainer; validated here).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Training recipe, consumed by the trainer.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
     /// Dataset card name (`cifar10`).
     pub dataset: String,
@@ -253,64 +252,55 @@ pub struct Recipe {
     /// Optimiser and its hyper-parameters.
     pub optimizer: Optimizer,
     /// Learning-rate schedule.
-    #[serde(default)]
     pub schedule: Schedule,
-    /// Training augmentations, applied in order.
-    #[serde(default)]
-    pub augment: Vec<Augment>,
+    /// Training augmentations.
+    pub augment: Augment,
     /// Label smoothing factor in `[0, 1)`.
-    #[serde(default)]
     pub label_smoothing: f64,
     /// Clip the global gradient norm to this value.
-    #[serde(default)]
     pub clip_grad_norm: Option<f64>,
     /// Seed of initialisation, shuffling, augmentation and dropout.
-    #[serde(default)]
     pub seed: u64,
 }
 
-/// Optimisers.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+/// Optimisers (candle-nn's SGD has no momentum or weight decay; zoo's trainer provides them).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
-    /// SGD with (Nesterov) momentum and decoupled-from-nothing L2 weight decay, as `torch.optim.SGD`.
+    /// SGD with (Nesterov) momentum and L2 weight decay, as `torch.optim.SGD`.
     Sgd {
         /// Peak learning rate.
         lr: f64,
         /// Momentum factor.
-        #[serde(default)]
         momentum: f64,
         /// Nesterov momentum.
-        #[serde(default)]
         nesterov: bool,
         /// L2 penalty added to the gradient.
-        #[serde(default)]
         weight_decay: f64,
     },
-    /// AdamW (decoupled weight decay), as `torch.optim.AdamW`.
+    /// AdamW with decoupled weight decay, as `torch.optim.AdamW`.
     Adamw {
         /// Peak learning rate.
         lr: f64,
         /// Decoupled weight decay.
-        #[serde(default)]
         weight_decay: f64,
+        /// Exponential decay rates of the moment estimates.
+        betas: (f64, f64),
+        /// Denominator epsilon.
+        eps: f64,
     },
 }
 
-/// Learning-rate schedules, all with an optional linear warm-up.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+/// Learning-rate schedules, each after an optional linear warm-up.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Schedule {
     /// Constant learning rate.
     Constant {
         /// Linear warm-up epochs.
-        #[serde(default)]
         warmup_epochs: usize,
     },
-    /// Cosine decay to zero.
+    /// Cosine decay to zero at the last epoch.
     Cosine {
         /// Linear warm-up epochs.
-        #[serde(default)]
         warmup_epochs: usize,
     },
     /// Multiply by `gamma` every `every` epochs.
@@ -320,27 +310,20 @@ pub enum Schedule {
         /// Decay factor.
         gamma: f64,
         /// Linear warm-up epochs.
-        #[serde(default)]
         warmup_epochs: usize,
     },
 }
 
-impl Default for Schedule {
-    fn default() -> Self {
-        Schedule::Constant { warmup_epochs: 0 }
-    }
-}
-
-/// Training-time augmentations.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Augment {
+/// Training-time augmentation, applied in this fixed order: random-resized crop or pad-and-crop,
+/// horizontal flip, PCA lighting noise; normalisation always follows.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Augment {
     /// Zero-pad by this many pixels, then crop back at a random offset.
-    PadCrop(usize),
+    pub pad_crop: Option<usize>,
     /// Horizontal flip with probability 1/2.
-    Hflip,
+    pub hflip: bool,
     /// Random-resized crop with this minimum area fraction (torchvision's default 0.08).
-    RandomResizedCrop(f64),
+    pub random_resized_crop: Option<f64>,
     /// AlexNet's PCA colour noise with this standard deviation (0.1 in the paper).
-    Lighting(f64),
+    pub lighting: Option<f64>,
 }
