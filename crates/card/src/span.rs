@@ -128,10 +128,7 @@ impl SpanIndex {
         let mut keys: HashMap<DocPath, LineCol> = HashMap::new();
         let mut stack: Vec<Frame> = Vec::new();
         let mut parser = Parser::new_from_str(text);
-        loop {
-            let Ok((event, mark)) = parser.next_token() else {
-                break;
-            };
+        while let Ok((event, mark)) = parser.next_token() {
             // yaml-rust2 lines are 1-based, columns 0-based.
             let at = LineCol {
                 line: mark.line(),

@@ -236,7 +236,7 @@ fn backbone(
             continue;
         };
         let padding = wc.padding.unwrap_or(0);
-        if channels % groups != 0 || out % groups != 0 {
+        if !channels.is_multiple_of(groups) || !out.is_multiple_of(groups) {
             ck.push(
                 ErrorKind::Invalid,
                 &cp.key("groups"),
@@ -429,7 +429,7 @@ fn attention(
         let reduction = e.reduction.or(default_r).unwrap_or(1);
         let divisor = e.divisor.unwrap_or(1);
         let kernel = e.kernel.or(kernel_default).unwrap_or(1);
-        if kernel % 2 == 0 {
+        if kernel.is_multiple_of(2) {
             ck.push(
                 ErrorKind::Invalid,
                 &path.key("kernel"),

@@ -9,6 +9,9 @@ pub mod attention;
 pub mod describe;
 pub mod init;
 pub mod layers;
+mod model;
+pub mod weights;
 pub mod ops;
 
-pub use describe::{Cost, LayerRow};
+pub use describe::{describe, Cost, LayerRow};
+pub use model::{ParamNames, ZooModel};

@@ -1,1 +1,3 @@
 //! Layers.
+pub mod pool;
+pub use pool::adaptive_avg_pool2d;
