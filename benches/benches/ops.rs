@@ -1,1 +1,89 @@
-fn main() {}
+//! zoo's AlexNet ops on the CPU at AlexNet's shapes: the fast custom ops (forward, and forward
+//! plus backward) against their stock-op `*_slow` references (forward).
+use candle_core::{Device, Result, Tensor, Var};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::hint::black_box;
+use zoo_models::ops::{lrn, lrn_slow, max_pool2d, max_pool2d_slow};
+
+/// Batch size of every benchmark input.
+const BATCH: usize = 8;
+/// AlexNet's max-pool inputs `(C, H, W)`, all pooled with kernel 3, stride 2.
+const POOL_SHAPES: [(usize, usize, usize); 3] = [(64, 55, 55), (192, 27, 27), (256, 13, 13)];
+/// AlexNet's LRN inputs `(C, H, W)`.
+const LRN_SHAPES: [(usize, usize, usize); 2] = [(96, 55, 55), (256, 27, 27)];
+const LRN_SIZE: usize = 5;
+const LRN_ALPHA: f64 = 1e-4;
+const LRN_BETA: f64 = 0.75;
+const LRN_K: f64 = 2.0;
+
+fn input(c: usize, h: usize, w: usize) -> Result<Tensor> {
+    Tensor::randn(0f32, 1f32, (BATCH, c, h, w), &Device::Cpu)
+}
+
+/// `sum(op(x))` backpropagated to `x`; returns the gradient so nothing is optimised away.
+fn fwd_bwd(var: &Var, op: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let grads = op(var.as_tensor())?.sum_all()?.backward()?;
+    match grads.get(var.as_tensor()) {
+        Some(g) => Ok(g.clone()),
+        None => candle_core::bail!("no gradient"),
+    }
+}
+
+fn bench_max_pool(cr: &mut Criterion) -> Result<()> {
+    let mut group = cr.benchmark_group("max_pool2d_k3s2");
+    group.sample_size(10);
+    for (c, h, w) in POOL_SHAPES {
+        let x = input(c, h, w)?;
+        let var = Var::from_tensor(&x)?;
+        let id = format!("{BATCH}x{c}x{h}x{w}");
+        // Fail loudly up front rather than timing an error path.
+        max_pool2d(&x, 3, 2, 0)?;
+        fwd_bwd(&var, |t| max_pool2d(t, 3, 2, 0))?;
+        max_pool2d_slow(&x, 3, 2, 0)?;
+        group.bench_with_input(BenchmarkId::new("fast_fwd", &id), &x, |b, x| {
+            b.iter(|| black_box(max_pool2d(x, 3, 2, 0)))
+        });
+        group.bench_with_input(BenchmarkId::new("fast_fwd_bwd", &id), &var, |b, v| {
+            b.iter(|| black_box(fwd_bwd(v, |t| max_pool2d(t, 3, 2, 0))))
+        });
+        group.bench_with_input(BenchmarkId::new("slow_fwd", &id), &x, |b, x| {
+            b.iter(|| black_box(max_pool2d_slow(x, 3, 2, 0)))
+        });
+    }
+    group.finish();
+    Ok(())
+}
+
+fn bench_lrn(cr: &mut Criterion) -> Result<()> {
+    let mut group = cr.benchmark_group("lrn_size5");
+    group.sample_size(10);
+    for (c, h, w) in LRN_SHAPES {
+        let x = input(c, h, w)?;
+        let var = Var::from_tensor(&x)?;
+        let id = format!("{BATCH}x{c}x{h}x{w}");
+        lrn(&x, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)?;
+        fwd_bwd(&var, |t| lrn(t, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K))?;
+        lrn_slow(&x, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)?;
+        group.bench_with_input(BenchmarkId::new("fast_fwd", &id), &x, |b, x| {
+            b.iter(|| black_box(lrn(x, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)))
+        });
+        group.bench_with_input(BenchmarkId::new("fast_fwd_bwd", &id), &var, |b, v| {
+            b.iter(|| black_box(fwd_bwd(v, |t| lrn(t, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K))))
+        });
+        group.bench_with_input(BenchmarkId::new("slow_fwd", &id), &x, |b, x| {
+            b.iter(|| black_box(lrn_slow(x, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)))
+        });
+    }
+    group.finish();
+    Ok(())
+}
+
+fn ops(cr: &mut Criterion) {
+    if let Err(e) = bench_max_pool(cr).and_then(|()| bench_lrn(cr)) {
+        eprintln!("ops bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+criterion_group!(benches, ops);
+criterion_main!(benches);

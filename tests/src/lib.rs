@@ -1,1 +1,68 @@
-//! End-to-end tests of the `zoo` binary and parity tests against committed fixtures.
+//! Support for zoo's end-to-end tests (tests/e2e): where the repository's files are, and the
+//! deterministic weight formula shared with `scripts/reference/make_fixtures.py`.
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Result, Tensor};
+
+/// The repository root (this crate lives in `<root>/tests`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// A file under `tests/fixtures`.
+pub fn fixture(relative: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(relative)
+}
+
+/// The Rust twin of `formula` in `make_fixtures.py`: element `i` of tensor `name` is
+/// `(((i + off) * 7919) % 2001 - 1000) / 1000 * scale`, `off` the sum of the name's bytes.
+pub fn formula(name: &str, shape: &[usize], scale: f64) -> Vec<f64> {
+    let off: u64 = name.bytes().map(u64::from).sum();
+    let n: usize = shape.iter().product();
+    (0..n as u64)
+        .map(|i| (((i + off) * 7919) % 2001) as f64 - 1000.0)
+        .map(|v| v / 1000.0 * scale)
+        .collect()
+}
+
+/// `sqrt(3 / fan_in)` for weights, `0.05` for vectors (as `formula_scale` in the script).
+pub fn formula_scale(shape: &[usize]) -> f64 {
+    if shape.len() >= 2 {
+        (3.0 / shape[1..].iter().product::<usize>() as f64).sqrt()
+    } else {
+        0.05
+    }
+}
+
+/// A formula tensor of `dtype` on the CPU.
+pub fn formula_tensor(name: &str, shape: &[usize], scale: f64, dtype: DType) -> Result<Tensor> {
+    Tensor::from_vec(formula(name, shape, scale), shape, &Device::Cpu)?.to_dtype(dtype)
+}
+
+/// Formula weights for every `(name, shape)`, as the script fills torchvision's state dict.
+pub fn formula_weights(
+    shapes: &[(String, Vec<usize>)],
+    dtype: DType,
+) -> Result<HashMap<String, Tensor>> {
+    shapes
+        .iter()
+        .map(|(name, shape)| {
+            Ok((name.clone(), formula_tensor(name, shape, formula_scale(shape), dtype)?))
+        })
+        .collect()
+}
+
+/// Largest `|a - b|` relative to the largest `|b|` (a scale-aware closeness for whole tensors).
+pub fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let a = a.to_dtype(DType::F64)?.flatten_all()?;
+    let b = b.to_dtype(DType::F64)?.flatten_all()?;
+    let diff = (&a - &b)?.abs()?.max(0)?.to_scalar::<f64>()?;
+    let scale = b.abs()?.max(0)?.to_scalar::<f64>()?.max(1e-12);
+    Ok(diff / scale)
+}

@@ -219,7 +219,16 @@ impl Zoo {
         let (value, prov) = self.merged(id, &mut Vec::new())?;
         let wire = deserialize(value, &prov)?;
         let own_name = source.value.get("name").and_then(Value::as_str);
-        validate(id, own_name, wire, &prov, &source.path)
+        let mut card = validate(id, own_name, wire, &prov, &source.path)?;
+        // `extends` is consumed by the merge; the card records its own list, as written.
+        card.extends = match source.value.get("extends") {
+            Some(Value::Sequence(bases)) => {
+                bases.iter().filter_map(Value::as_str).map(str::to_string).collect()
+            }
+            Some(Value::String(base)) => vec![base.clone()],
+            _ => Vec::new(),
+        };
+        Ok(card)
     }
 
     /// The card after composition, as YAML (what `zoo show` prints and `zoo export` saves).

@@ -1,14 +1,271 @@
 //! Local response normalisation across channels, with a backward pass.
-use candle_core::{Result, Tensor};
+//!
+//! With `s_c = k + alpha * sum_{c' in window(c)} a_{c'}^2` and `b_c = a_c * s_c^-beta`, where
+//! `window(c)` is the channels `c - size/2 ..= c + (size-1)/2` clipped to `0..C` (PyTorch's
+//! `local_response_norm` window), the input gradient is
+//!
+//! `dL/da_j = g_j s_j^-beta - 2 alpha beta a_j sum_{c : j in window(c)} g_c a_c s_c^(-beta-1)`,
+//!
+//! and `j in window(c)` iff `c` is in the transposed window `j - (size-1)/2 ..= j + size/2`.
+//! The forward is the custom op [`Lrn`]; its `bwd` applies [`LrnBackward`], a custom op over
+//! `(input, grad_output)` that recomputes `s` and returns the input gradient. CPU only for now
+//! (rayon over the `B * C` planes, `f32` and `f64`).
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
-/// `b_c = a_c / (k + alpha_per_sum * sum_{c' in window(c)} a_{c'}^2)^beta` over `(B, C, H, W)`.
-pub fn lrn(xs: &Tensor, size: usize, alpha_per_sum: f64, beta: f64, k: f64) -> Result<Tensor> {
-    let _ = (xs, size, alpha_per_sum, beta, k);
-    candle_core::bail!("lrn: not implemented yet")
+use super::{contiguous_slice, Real};
+
+/// Cross-channel LRN parameters, validated by [`Lrn::new`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lrn {
+    size: usize,
+    alpha: f64,
+    beta: f64,
+    k: f64,
 }
 
-/// Reference built from stock ops (a banded channel matmul), differentiable by Candle.
+/// Sizes of a contiguous `(B, C, H, W)` tensor as the kernels see it: `C` planes of `hw` values.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    c: usize,
+    hw: usize,
+}
+
+impl Lrn {
+    /// Checks `size >= 1` and that `alpha_per_sum`, `beta` and `k` are finite.
+    pub fn new(size: usize, alpha_per_sum: f64, beta: f64, k: f64) -> Result<Self> {
+        if size == 0 {
+            bail!("lrn: size must be >= 1")
+        }
+        if !(alpha_per_sum.is_finite() && beta.is_finite() && k.is_finite()) {
+            bail!("lrn: alpha_per_sum {alpha_per_sum}, beta {beta} and k {k} must be finite")
+        }
+        Ok(Self {
+            size,
+            alpha: alpha_per_sum,
+            beta,
+            k,
+        })
+    }
+
+    /// Channels `[lo, hi)` summed for output channel `c` of `n`.
+    #[inline]
+    fn window(&self, c: usize, n: usize) -> (usize, usize) {
+        (
+            c.saturating_sub(self.size / 2),
+            (c + (self.size - 1) / 2 + 1).min(n),
+        )
+    }
+
+    /// Output channels `[lo, hi)` whose window holds input channel `j` of `n`.
+    #[inline]
+    fn window_t(&self, j: usize, n: usize) -> (usize, usize) {
+        (
+            j.saturating_sub((self.size - 1) / 2),
+            (j + self.size / 2 + 1).min(n),
+        )
+    }
+
+    /// `s^-beta`, with a square-root fast path for AlexNet's `beta = 0.75`.
+    #[inline]
+    fn pow_neg_beta<T: Real>(s: T, beta: T, fast: bool) -> T {
+        if fast {
+            let r = s.sqrt();
+            T::from_f64(1.0) / (r * r.sqrt())
+        } else {
+            s.powf(-beta)
+        }
+    }
+
+    /// Writes `s = k + alpha * sum_window a^2` for plane `pi` (= `b * C + c`) into `s`.
+    fn sums<T: Real>(&self, xs: &[T], pi: usize, d: Dims, s: &mut [T]) {
+        let (b, c) = (pi / d.c, pi % d.c);
+        let (lo, hi) = self.window(c, d.c);
+        s.iter_mut().for_each(|v| *v = T::ZERO);
+        for cc in lo..hi {
+            let start = (b * d.c + cc) * d.hw;
+            for (acc, &a) in s.iter_mut().zip(&xs[start..start + d.hw]) {
+                *acc += a * a;
+            }
+        }
+        let (alpha, k) = (T::from_f64(self.alpha), T::from_f64(self.k));
+        s.iter_mut().for_each(|v| *v = k + alpha * *v);
+    }
+
+    fn fwd_typed<T: Real>(&self, xs: &[T], d: Dims) -> Vec<T> {
+        let (beta, fast) = (T::from_f64(self.beta), self.beta == 0.75);
+        let mut out = vec![T::ZERO; xs.len()];
+        out.par_chunks_mut(d.hw).enumerate().for_each(|(pi, dst)| {
+            self.sums(xs, pi, d, dst);
+            let a = &xs[pi * d.hw..(pi + 1) * d.hw];
+            for (o, &x) in dst.iter_mut().zip(a) {
+                *o = x * Self::pow_neg_beta(*o, beta, fast);
+            }
+        });
+        out
+    }
+
+    fn bwd_typed<T: Real>(&self, xs: &[T], grad: &[T], d: Dims) -> Vec<T> {
+        let (beta, fast) = (T::from_f64(self.beta), self.beta == 0.75);
+        let mut dx = vec![T::ZERO; xs.len()];
+        // t_c = g_c a_c s_c^(-beta-1); dx starts as g_j s_j^-beta.
+        let mut t = vec![T::ZERO; xs.len()];
+        dx.par_chunks_mut(d.hw)
+            .zip(t.par_chunks_mut(d.hw))
+            .enumerate()
+            .for_each(|(pi, (dx, t))| {
+                self.sums(xs, pi, d, t);
+                let range = pi * d.hw..(pi + 1) * d.hw;
+                for ((dxv, tv), (&a, &g)) in dx
+                    .iter_mut()
+                    .zip(t.iter_mut())
+                    .zip(xs[range.clone()].iter().zip(&grad[range]))
+                {
+                    let s = *tv;
+                    let p = Self::pow_neg_beta(s, beta, fast);
+                    *dxv = g * p;
+                    *tv = g * a * p / s;
+                }
+            });
+        let coef = T::from_f64(2.0 * self.alpha * self.beta);
+        dx.par_chunks_mut(d.hw).enumerate().for_each(|(pj, dx)| {
+            let (b, j) = (pj / d.c, pj % d.c);
+            let (lo, hi) = self.window_t(j, d.c);
+            let a = &xs[pj * d.hw..(pj + 1) * d.hw];
+            let mut acc = vec![T::ZERO; d.hw];
+            for cc in lo..hi {
+                let start = (b * d.c + cc) * d.hw;
+                for (s, &tv) in acc.iter_mut().zip(&t[start..start + d.hw]) {
+                    *s += tv;
+                }
+            }
+            for ((dxv, &av), &sv) in dx.iter_mut().zip(a).zip(&acc) {
+                *dxv -= coef * av * sv;
+            }
+        });
+        dx
+    }
+}
+
+impl CustomOp1 for Lrn {
+    fn name(&self) -> &'static str {
+        "zoo-lrn"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = layout.shape().dims4()?;
+        let d = Dims { c, hw: h * w };
+        let out = match storage {
+            CpuStorage::F32(_) => {
+                f32::to_storage(self.fwd_typed(contiguous_slice::<f32>(storage, layout, "lrn")?, d))
+            }
+            CpuStorage::F64(_) => {
+                f64::to_storage(self.fwd_typed(contiguous_slice::<f64>(storage, layout, "lrn")?, d))
+            }
+            other => bail!("lrn: unsupported dtype {:?} (f32 or f64)", other.dtype()),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad_res.contiguous()?;
+        let arg = arg.contiguous()?;
+        Ok(Some(arg.apply_op2_no_bwd(&grad, &LrnBackward(*self))?))
+    }
+}
+
+/// Backward of [`Lrn`] as a custom op over `(input (B, C, H, W), grad_output (B, C, H, W))`,
+/// returning the input gradient `(B, C, H, W)`.
+#[derive(Debug, Clone, Copy)]
+pub struct LrnBackward(pub Lrn);
+
+impl CustomOp2 for LrnBackward {
+    fn name(&self) -> &'static str {
+        "zoo-lrn-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = l1.shape().dims4()?;
+        if l1.shape() != l2.shape() {
+            bail!(
+                "lrn backward: grad shape {:?}, expected {:?}",
+                l2.shape(),
+                l1.shape()
+            )
+        }
+        let d = Dims { c, hw: h * w };
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let xs = contiguous_slice::<f32>(s1, l1, "lrn backward")?;
+                let g = contiguous_slice::<f32>(s2, l2, "lrn backward")?;
+                f32::to_storage(self.0.bwd_typed(xs, g, d))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let xs = contiguous_slice::<f64>(s1, l1, "lrn backward")?;
+                let g = contiguous_slice::<f64>(s2, l2, "lrn backward")?;
+                f64::to_storage(self.0.bwd_typed(xs, g, d))
+            }
+            (a, g) => bail!(
+                "lrn backward: unsupported dtypes {:?}/{:?} (f32 or f64, equal)",
+                a.dtype(),
+                g.dtype()
+            ),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+fn check_input(xs: &Tensor, op: &str) -> Result<()> {
+    if xs.rank() != 4 {
+        bail!(
+            "{op}: expected a (B, C, H, W) tensor, got shape {:?}",
+            xs.shape()
+        )
+    }
+    if !matches!(xs.dtype(), DType::F32 | DType::F64) {
+        bail!("{op}: unsupported dtype {:?} (f32 or f64)", xs.dtype())
+    }
+    Ok(())
+}
+
+/// `b_c = a_c / (k + alpha_per_sum * sum_{c' in window(c)} a_{c'}^2)^beta` over `(B, C, H, W)`.
+///
+/// Returns `(B, C, H, W)`. `window(c)` is `c - size/2 ..= c + (size-1)/2` clipped to the
+/// channels, PyTorch's `local_response_norm` window; PyTorch's `alpha / size` is our
+/// `alpha_per_sum`. Errors unless the input is rank 4 and `f32`/`f64`, `size >= 1` and the
+/// scalars are finite. Differentiable through its own analytical backward.
+pub fn lrn(xs: &Tensor, size: usize, alpha_per_sum: f64, beta: f64, k: f64) -> Result<Tensor> {
+    let op = Lrn::new(size, alpha_per_sum, beta, k)?;
+    check_input(xs, "lrn")?;
+    xs.contiguous()?.apply_op1(op)
+}
+
+/// Reference built from stock ops (a banded channel matmul), differentiable by Candle:
+/// `(B, C, H, W) -> (B, C, H, W)`, same semantics and errors as [`lrn`].
+///
+/// The window sums are `M @ a^2` with the `(C, C)` 0/1 band `M[c, c'] = [c' in window(c)]`
+/// applied to `a^2` reshaped to `(B, C, H * W)`.
 pub fn lrn_slow(xs: &Tensor, size: usize, alpha_per_sum: f64, beta: f64, k: f64) -> Result<Tensor> {
-    let _ = (xs, size, alpha_per_sum, beta, k);
-    candle_core::bail!("lrn_slow: not implemented yet")
+    let op = Lrn::new(size, alpha_per_sum, beta, k)?;
+    check_input(xs, "lrn_slow")?;
+    let (b, c, h, w) = xs.dims4()?;
+    let mut band = vec![0f64; c * c];
+    for row in 0..c {
+        let (lo, hi) = op.window(row, c);
+        band[row * c + lo..row * c + hi]
+            .iter_mut()
+            .for_each(|v| *v = 1.0);
+    }
+    let band = Tensor::from_vec(band, (c, c), xs.device())?.to_dtype(xs.dtype())?;
+    let sq = xs.sqr()?.reshape((b, c, h * w))?;
+    let sums = band.broadcast_matmul(&sq)?.reshape((b, c, h, w))?;
+    let s = sums.affine(alpha_per_sum, k)?;
+    xs.div(&s.powf(beta)?)
 }

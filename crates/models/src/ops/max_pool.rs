@@ -1,19 +1,292 @@
 //! Max-pooling whose window may overlap (kernel > stride), with a backward pass.
-use candle_core::{Result, Tensor};
+//!
+//! The forward pass is the custom op [`MaxPool2d`]; its backward is a second custom op,
+//! [`MaxPool2dBackward`], over `(input, grad_output)` that recomputes each window's argmax (the
+//! first maximum in row-major window order, as PyTorch picks it) and scatters the output
+//! gradient into the input gradient, summing where windows overlap. Nothing is stored between
+//! the two passes. Both ops run on the CPU (rayon over the `B * C` planes, `f32` and `f64`); their
+//! `cuda_fwd` is left to Candle's default "no cuda implementation" error until a kernel follows.
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
-/// Max-pooling over `(B, C, H, W)` with a square `kernel`, `stride` and `-inf` `padding`.
-pub fn max_pool2d(xs: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    let _ = (xs, kernel, stride, padding);
-    candle_core::bail!("max_pool2d: not implemented yet")
+use super::{contiguous_slice, Real};
+
+/// Square max-pooling geometry, validated by [`MaxPool2d::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2d {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
 }
 
-/// Reference built from stock ops (forward only where Candle lacks backward).
+/// The window geometry of one plane: input `h x w`, output `ho x wo`.
+#[derive(Debug, Clone, Copy)]
+struct Plane {
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl MaxPool2d {
+    /// Checks `kernel >= 1`, `stride >= 1` and `padding <= kernel / 2` (PyTorch's rule: every
+    /// window then holds at least one real input value).
+    pub fn new(kernel: usize, stride: usize, padding: usize) -> Result<Self> {
+        if kernel == 0 {
+            bail!("max_pool2d: kernel must be >= 1")
+        }
+        if stride == 0 {
+            bail!("max_pool2d: stride must be >= 1")
+        }
+        if padding > kernel / 2 {
+            bail!("max_pool2d: padding {padding} must be at most half the kernel {kernel}")
+        }
+        Ok(Self {
+            kernel,
+            stride,
+            padding,
+        })
+    }
+
+    /// Output side for an input side `n`: `(n + 2p - k) / s + 1`, an error when it would be 0.
+    pub fn out_size(&self, n: usize) -> Result<usize> {
+        let padded = n + 2 * self.padding;
+        if n == 0 || padded < self.kernel {
+            bail!(
+                "max_pool2d: input side {n} with padding {} is smaller than the kernel {}",
+                self.padding,
+                self.kernel
+            )
+        }
+        Ok((padded - self.kernel) / self.stride + 1)
+    }
+
+    fn plane(&self, h: usize, w: usize) -> Result<Plane> {
+        Ok(Plane {
+            h,
+            w,
+            ho: self.out_size(h)?,
+            wo: self.out_size(w)?,
+        })
+    }
+
+    /// Clipped input range `[start, end)` of the window at output index `o` along a side `n`.
+    #[inline]
+    fn range(&self, o: usize, n: usize) -> (usize, usize) {
+        let start = (o * self.stride) as isize - self.padding as isize;
+        let end = (start + self.kernel as isize).min(n as isize) as usize;
+        (start.max(0) as usize, end)
+    }
+
+    /// Index (within the plane) of the window's maximum: the first in row-major order, a later
+    /// NaN replacing it, exactly as PyTorch's CPU kernel does.
+    #[inline]
+    fn argmax<T: Real>(&self, plane: &[T], p: &Plane, oi: usize, oj: usize) -> usize {
+        let (i0, i1) = self.range(oi, p.h);
+        let (j0, j1) = self.range(oj, p.w);
+        let mut best = T::NEG_INF;
+        let mut best_idx = i0 * p.w + j0;
+        for i in i0..i1 {
+            let row = &plane[i * p.w..(i + 1) * p.w];
+            for (j, &v) in row.iter().enumerate().take(j1).skip(j0) {
+                if v > best || v.is_nan() {
+                    best = v;
+                    best_idx = i * p.w + j;
+                }
+            }
+        }
+        best_idx
+    }
+
+    fn fwd_plane<T: Real>(&self, src: &[T], dst: &mut [T], p: &Plane) {
+        for oi in 0..p.ho {
+            for oj in 0..p.wo {
+                dst[oi * p.wo + oj] = src[self.argmax(src, p, oi, oj)];
+            }
+        }
+    }
+
+    fn bwd_plane<T: Real>(&self, src: &[T], grad: &[T], dst: &mut [T], p: &Plane) {
+        for oi in 0..p.ho {
+            for oj in 0..p.wo {
+                let idx = self.argmax(src, p, oi, oj);
+                dst[idx] += grad[oi * p.wo + oj];
+            }
+        }
+    }
+
+    fn fwd_typed<T: Real>(&self, xs: &[T], b: usize, c: usize, p: &Plane) -> Vec<T> {
+        let (n_in, n_out) = (p.h * p.w, p.ho * p.wo);
+        let mut out = vec![T::ZERO; b * c * n_out];
+        out.par_chunks_mut(n_out)
+            .zip(xs.par_chunks(n_in))
+            .for_each(|(dst, src)| self.fwd_plane(src, dst, p));
+        out
+    }
+
+    fn bwd_typed<T: Real>(&self, xs: &[T], grad: &[T], b: usize, c: usize, p: &Plane) -> Vec<T> {
+        let (n_in, n_out) = (p.h * p.w, p.ho * p.wo);
+        let mut dx = vec![T::ZERO; b * c * n_in];
+        dx.par_chunks_mut(n_in)
+            .zip(xs.par_chunks(n_in).zip(grad.par_chunks(n_out)))
+            .for_each(|(dst, (src, g))| self.bwd_plane(src, g, dst, p));
+        dx
+    }
+}
+
+impl CustomOp1 for MaxPool2d {
+    fn name(&self) -> &'static str {
+        "zoo-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let p = self.plane(h, w)?;
+        let shape = Shape::from((b, c, p.ho, p.wo));
+        let out = match storage {
+            CpuStorage::F32(_) => {
+                let xs = contiguous_slice::<f32>(storage, layout, "max_pool2d")?;
+                f32::to_storage(self.fwd_typed(xs, b, c, &p))
+            }
+            CpuStorage::F64(_) => {
+                let xs = contiguous_slice::<f64>(storage, layout, "max_pool2d")?;
+                f64::to_storage(self.fwd_typed(xs, b, c, &p))
+            }
+            other => bail!(
+                "max_pool2d: unsupported dtype {:?} (f32 or f64)",
+                other.dtype()
+            ),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad_res.contiguous()?;
+        let arg = arg.contiguous()?;
+        let dx = arg.apply_op2_no_bwd(&grad, &MaxPool2dBackward(*self))?;
+        Ok(Some(dx))
+    }
+}
+
+/// Backward of [`MaxPool2d`] as a custom op over `(input (B, C, H, W), grad_output (B, C, Ho,
+/// Wo))`, returning the input gradient `(B, C, H, W)`.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxPool2dBackward(pub MaxPool2d);
+
+impl CustomOp2 for MaxPool2dBackward {
+    fn name(&self) -> &'static str {
+        "zoo-max-pool2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let p = self.0.plane(h, w)?;
+        if l2.shape().dims() != [b, c, p.ho, p.wo] {
+            bail!(
+                "max_pool2d backward: grad shape {:?}, expected {:?}",
+                l2.shape(),
+                (b, c, p.ho, p.wo)
+            )
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let xs = contiguous_slice::<f32>(s1, l1, "max_pool2d backward")?;
+                let g = contiguous_slice::<f32>(s2, l2, "max_pool2d backward")?;
+                f32::to_storage(self.0.bwd_typed(xs, g, b, c, &p))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let xs = contiguous_slice::<f64>(s1, l1, "max_pool2d backward")?;
+                let g = contiguous_slice::<f64>(s2, l2, "max_pool2d backward")?;
+                f64::to_storage(self.0.bwd_typed(xs, g, b, c, &p))
+            }
+            (a, g) => bail!(
+                "max_pool2d backward: unsupported dtypes {:?}/{:?} (f32 or f64, equal)",
+                a.dtype(),
+                g.dtype()
+            ),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+fn check_input(xs: &Tensor, op: &str) -> Result<()> {
+    if xs.rank() != 4 {
+        bail!(
+            "{op}: expected a (B, C, H, W) tensor, got shape {:?}",
+            xs.shape()
+        )
+    }
+    if !matches!(xs.dtype(), DType::F32 | DType::F64) {
+        bail!("{op}: unsupported dtype {:?} (f32 or f64)", xs.dtype())
+    }
+    Ok(())
+}
+
+/// Max-pooling over `(B, C, H, W)` with a square `kernel`, `stride` and `-inf` `padding`.
+///
+/// Returns `(B, C, Ho, Wo)` with `Ho = (H + 2 * padding - kernel) / stride + 1` (likewise `Wo`).
+/// Errors unless the input is rank 4 and `f32`/`f64`, `kernel >= 1`, `stride >= 1`,
+/// `padding <= kernel / 2` and the output is at least `1 x 1`. Differentiable: the gradient goes
+/// to the first maximum of each window (row-major), summed over overlapping windows.
+pub fn max_pool2d(xs: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let op = MaxPool2d::new(kernel, stride, padding)?;
+    check_input(xs, "max_pool2d")?;
+    let (_, _, h, w) = xs.dims4()?;
+    op.plane(h, w)?;
+    xs.contiguous()?.apply_op1(op)
+}
+
+/// Reference built from stock ops: `(B, C, H, W) -> (B, C, Ho, Wo)`, same rules as
+/// [`max_pool2d`].
+///
+/// Pads with `-inf`, takes for every window offset `(ki, kj)` the strided view of the padded
+/// input (two `index_select`s) and folds the views with [`Tensor::maximum`], so Candle's autograd
+/// differentiates it (ties split the gradient, unlike [`max_pool2d`]).
 pub fn max_pool2d_slow(
     xs: &Tensor,
     kernel: usize,
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    let _ = (xs, kernel, stride, padding);
-    candle_core::bail!("max_pool2d_slow: not implemented yet")
+    let op = MaxPool2d::new(kernel, stride, padding)?;
+    check_input(xs, "max_pool2d_slow")?;
+    let xs = &xs.contiguous()?;
+    let (b, c, h, w) = xs.dims4()?;
+    let p = op.plane(h, w)?;
+    let padded = if padding == 0 {
+        xs.clone()
+    } else {
+        let (dt, dev) = (xs.dtype(), xs.device());
+        let side_w = Tensor::full(f64::NEG_INFINITY, (b, c, h, padding), dev)?.to_dtype(dt)?;
+        let wide = Tensor::cat(&[&side_w, xs, &side_w], 3)?;
+        let side_h =
+            Tensor::full(f64::NEG_INFINITY, (b, c, padding, w + 2 * padding), dev)?.to_dtype(dt)?;
+        Tensor::cat(&[&side_h, &wide, &side_h], 2)?
+    };
+    let idx = |offset: usize, n: usize| -> Result<Tensor> {
+        let v: Vec<u32> = (0..n).map(|o| (offset + o * stride) as u32).collect();
+        Tensor::from_vec(v, n, xs.device())
+    };
+    let mut acc: Option<Tensor> = None;
+    for ki in 0..kernel {
+        let rows = padded.index_select(&idx(ki, p.ho)?, 2)?;
+        for kj in 0..kernel {
+            let view = rows.index_select(&idx(kj, p.wo)?, 3)?;
+            acc = Some(match acc {
+                None => view,
+                Some(a) => a.maximum(&view)?,
+            });
+        }
+    }
+    match acc {
+        Some(a) => Ok(a),
+        None => bail!("max_pool2d_slow: empty kernel"),
+    }
 }

@@ -2,9 +2,70 @@
 //!
 //! Each fast op has a `*_slow` twin built from stock tensor ops; tests check that the two agree
 //! on outputs and gradients, and that both agree with finite differences and PyTorch fixtures.
+//!
+//! The fast ops are Candle [`candle_core::CustomOp1`]s whose `bwd` applies a second custom op
+//! (a [`candle_core::CustomOp2`] over the forward input and the output gradient) that returns the
+//! input gradient. The CPU kernels are rayon-parallel and handle `f32` and `f64`; other dtypes are
+//! an error. No CUDA kernel exists yet: on a CUDA tensor the ops return Candle's "no cuda
+//! implementation" error.
 
 mod lrn;
 mod max_pool;
+#[cfg(test)]
+mod tests;
 
-pub use lrn::{lrn, lrn_slow};
-pub use max_pool::{max_pool2d, max_pool2d_slow};
+pub use lrn::{lrn, lrn_slow, Lrn, LrnBackward};
+pub use max_pool::{max_pool2d, max_pool2d_slow, MaxPool2d, MaxPool2dBackward};
+
+use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
+
+/// The float element types the CPU kernels support (`f32`, `f64`).
+pub(crate) trait Real: WithDType + std::ops::Neg<Output = Self> {
+    const ZERO: Self;
+    const NEG_INF: Self;
+    fn is_nan(self) -> bool;
+    fn powf(self, e: Self) -> Self;
+    fn sqrt(self) -> Self;
+    fn to_storage(v: Vec<Self>) -> CpuStorage {
+        Self::to_cpu_storage_owned(v)
+    }
+}
+
+macro_rules! real {
+    ($t:ty) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const NEG_INF: Self = <$t>::NEG_INFINITY;
+            #[inline]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            #[inline]
+            fn powf(self, e: Self) -> Self {
+                <$t>::powf(self, e)
+            }
+            #[inline]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+        }
+    };
+}
+real!(f32);
+real!(f64);
+
+/// The elements of a contiguous CPU tensor, or an error naming `op` when the layout is strided.
+pub(crate) fn contiguous_slice<'a, T: WithDType>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [T]> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        bail!("{op}: expected a contiguous tensor")
+    };
+    let data = storage.as_slice::<T>()?;
+    match data.get(start..end) {
+        Some(s) => Ok(s),
+        None => bail!("{op}: layout out of the storage's bounds"),
+    }
+}

@@ -1,0 +1,195 @@
+//! The builder: a resolved [`Card`] becomes a [`ZooModel`] of named Candle layers.
+//!
+//! Parameter names (stable; checkpoints depend on them):
+//! - `layout: zoo`: `backbone.<stage>.conv.{weight,bias}`, `backbone.<stage>.attention.<j>.*`,
+//!   `head.attention.<j>.*`, `head.fc<i>.{weight,bias}` (i from 1), `head.out.{weight,bias}`.
+//! - `layout: torchvision`: torchvision's `features.<n>` / `classifier.<n>` indices (each stage
+//!   counts conv, ReLU, LRN and pool modules; each hidden layer counts Dropout, Linear, ReLU),
+//!   so `features.0.weight` is conv1 and `classifier.6.weight` the output layer; attention lives
+//!   apart under `attention.<stage>.<j>.*` (and `attention.head.<j>.*`), so a torchvision
+//!   checkpoint initialises the backbone of every attention variant.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use zoo_card::{Card, Lrn, ParamLayout, Pool, HEAD_SITE};
+
+use crate::attention::{build_attention, Attention};
+use crate::init::SeededRng;
+use crate::layers::{adaptive_avg_pool2d, Dropout};
+use crate::ops;
+
+/// A card instantiated as a Candle model.
+#[derive(Debug)]
+pub struct ZooModel {
+    stages: Vec<StageLayer>,
+    head_attention: Vec<Box<dyn Attention>>,
+    head_pool: Option<usize>,
+    hidden: Vec<(Dropout, Linear)>,
+    out: Linear,
+}
+
+#[derive(Debug)]
+struct StageLayer {
+    conv: Conv2d,
+    lrn: Option<Lrn>,
+    attention: Vec<Box<dyn Attention>>,
+    pool: Option<Pool>,
+}
+
+/// Where each part of a card's parameters lives, per layout.
+pub struct ParamNames {
+    layout: ParamLayout,
+}
+
+impl ParamNames {
+    /// Names for `card`'s layout.
+    pub fn new(card: &Card) -> Self {
+        ParamNames {
+            layout: card.layout,
+        }
+    }
+
+    /// Prefix of stage `i`'s convolution.
+    pub fn conv(&self, card: &Card, i: usize) -> String {
+        match self.layout {
+            ParamLayout::Zoo => format!("backbone.{}.conv", card.stages[i].name),
+            ParamLayout::Torchvision => {
+                // conv + ReLU, then LRN and pool when present.
+                let index: usize = card.stages[..i]
+                    .iter()
+                    .map(|s| 2 + usize::from(s.lrn.is_some()) + usize::from(s.pool.is_some()))
+                    .sum();
+                format!("features.{index}")
+            }
+        }
+    }
+
+    /// Prefix of attention module `j` at site `site` (a stage name or `head`).
+    pub fn attention(&self, site: &str, j: usize) -> String {
+        match (self.layout, site) {
+            (ParamLayout::Zoo, HEAD_SITE) => format!("head.attention.{j}"),
+            (ParamLayout::Zoo, _) => format!("backbone.{site}.attention.{j}"),
+            (ParamLayout::Torchvision, _) => format!("attention.{site}.{j}"),
+        }
+    }
+
+    /// Prefix of hidden layer `i` (0-based), or of the output layer when `i == hidden.len()`.
+    pub fn linear(&self, card: &Card, i: usize) -> String {
+        match self.layout {
+            ParamLayout::Zoo if i == card.head.hidden.len() => "head.out".to_string(),
+            ParamLayout::Zoo => format!("head.fc{}", i + 1),
+            // Dropout, Linear, ReLU per hidden layer, then the output Linear.
+            ParamLayout::Torchvision if i == card.head.hidden.len() => {
+                format!("classifier.{}", 3 * i)
+            }
+            ParamLayout::Torchvision => format!("classifier.{}", 3 * i + 1),
+        }
+    }
+}
+
+impl ZooModel {
+    /// Builds `card` with parameters from `vb`; dropout masks come from `rng`.
+    pub fn new(card: &Card, vb: VarBuilder, rng: &SeededRng) -> Result<Self> {
+        let names = ParamNames::new(card);
+        let mut c_in = card.input.channels;
+        let mut stages = Vec::with_capacity(card.stages.len());
+        for (i, stage) in card.stages.iter().enumerate() {
+            let conv = &stage.conv;
+            let cfg = Conv2dConfig {
+                padding: conv.padding,
+                stride: conv.stride,
+                groups: conv.groups,
+                ..Default::default()
+            };
+            let conv2d =
+                candle_nn::conv2d(c_in, conv.out, conv.kernel, cfg, vb.pp(names.conv(card, i)))?;
+            c_in = conv.out;
+            let attention = stage
+                .attention
+                .iter()
+                .enumerate()
+                .map(|(j, a)| build_attention(a, c_in, vb.pp(names.attention(&stage.name, j))))
+                .collect::<Result<_>>()?;
+            stages.push(StageLayer {
+                conv: conv2d,
+                lrn: stage.lrn,
+                attention,
+                pool: stage.pool,
+            });
+        }
+        let head_attention = card
+            .head_attention
+            .iter()
+            .enumerate()
+            .map(|(j, a)| build_attention(a, c_in, vb.pp(names.attention(HEAD_SITE, j))))
+            .collect::<Result<_>>()?;
+        let mut features = c_in * flat_size(card).pow(2);
+        let mut hidden = Vec::with_capacity(card.head.hidden.len());
+        for (i, &h) in card.head.hidden.iter().enumerate() {
+            let dropout = Dropout::new(card.head.dropout, rng.fork(&format!("dropout{i}")))?;
+            hidden.push((
+                dropout,
+                candle_nn::linear(features, h, vb.pp(names.linear(card, i)))?,
+            ));
+            features = h;
+        }
+        let out = candle_nn::linear(
+            features,
+            card.classes,
+            vb.pp(names.linear(card, hidden.len())),
+        )?;
+        Ok(ZooModel {
+            stages,
+            head_attention,
+            head_pool: card.head.pool,
+            hidden,
+            out,
+        })
+    }
+}
+
+/// Side of the map the classifier flattens: after the last pooling, or the head's pool size.
+pub(crate) fn flat_size(card: &Card) -> usize {
+    card.head.pool.unwrap_or_else(|| final_size(card))
+}
+
+/// Side of the last feature map (before the head's pooling).
+pub(crate) fn final_size(card: &Card) -> usize {
+    card.stages.iter().fold(card.input.size, |size, s| {
+        let c = &s.conv;
+        let size = (size + 2 * c.padding - c.kernel) / c.stride + 1;
+        s.pool
+            .map_or(size, |p| (size + 2 * p.padding - p.kernel) / p.stride + 1)
+    })
+}
+
+impl ModuleT for ZooModel {
+    /// # Shapes
+    /// `xs`: `(B, channels, size, size)` -> logits `(B, classes)`.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let mut xs = xs.clone();
+        for stage in &self.stages {
+            xs = stage.conv.forward(&xs)?.relu()?;
+            if let Some(l) = &stage.lrn {
+                xs = ops::lrn(&xs, l.size, l.alpha_per_sum(), l.beta, l.k)?;
+            }
+            for a in &stage.attention {
+                xs = a.forward_t(&xs, train)?;
+            }
+            if let Some(p) = &stage.pool {
+                xs = ops::max_pool2d(&xs, p.kernel, p.stride, p.padding)?;
+            }
+        }
+        for a in &self.head_attention {
+            xs = a.forward_t(&xs, train)?;
+        }
+        if let Some(size) = self.head_pool {
+            xs = adaptive_avg_pool2d(&xs, size)?;
+        }
+        let mut xs = xs.flatten_from(1)?;
+        for (dropout, linear) in &self.hidden {
+            xs = linear.forward(&dropout.forward_t(&xs, train)?)?.relu()?;
+        }
+        self.out.forward(&xs)
+    }
+}

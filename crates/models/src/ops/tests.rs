@@ -1,0 +1,365 @@
+//! Fast ops vs their stock-op twins, naive loops and finite differences; argument errors.
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{lrn, lrn_slow, max_pool2d, max_pool2d_slow};
+
+type Op = dyn Fn(&Tensor) -> Result<Tensor>;
+
+/// Distinct values (a shuffled ramp in `[-1, 1)`), so max-pooling has no ties.
+fn distinct(shape: (usize, usize, usize, usize), seed: u64, dtype: DType) -> Result<Tensor> {
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let mut v: Vec<f64> = (0..n).map(|i| 2.0 * i as f64 / n as f64 - 1.0).collect();
+    v.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)
+}
+
+/// Uniform values in `[-scale, scale)`.
+fn uniform(
+    shape: (usize, usize, usize, usize),
+    seed: u64,
+    scale: f64,
+    dt: DType,
+) -> Result<Tensor> {
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f64> = (0..n)
+        .map(|_| scale * (2.0 * rng.random::<f64>() - 1.0))
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dt)
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()
+}
+
+/// Output and `dL/dx` of `L = sum(op(x) * w)` for fixed random weights `w`.
+fn out_and_grad(op: &Op, x: &Tensor, seed: u64) -> Result<(Tensor, Tensor)> {
+    let var = Var::from_tensor(x)?;
+    let out = op(var.as_tensor())?;
+    let (b, c, h, w) = out.dims4()?;
+    let weights = uniform((b, c, h, w), seed, 1.0, x.dtype())?;
+    let grads = (&out * &weights)?.sum_all()?.backward()?;
+    let Some(g) = grads.get(var.as_tensor()) else {
+        panic!("no gradient for the input")
+    };
+    Ok((out, g.clone()))
+}
+
+fn assert_close(fast: &Op, slow: &Op, x: &Tensor, tol: f64, what: &str) -> Result<()> {
+    let (of, gf) = out_and_grad(fast, x, 7)?;
+    let (os, gs) = out_and_grad(slow, x, 7)?;
+    let (d_out, d_grad) = (max_abs_diff(&of, &os)?, max_abs_diff(&gf, &gs)?);
+    assert!(d_out <= tol, "{what}: outputs differ by {d_out}");
+    assert!(d_grad <= tol, "{what}: gradients differ by {d_grad}");
+    // The gradient must not be trivially zero.
+    let norm = gf
+        .abs()?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    assert!(norm > 0.0, "{what}: zero gradient");
+    Ok(())
+}
+
+const SHAPES: [(usize, usize, usize, usize); 6] = [
+    (1, 1, 13, 13),
+    (2, 3, 7, 9),
+    (1, 5, 13, 13),
+    (2, 16, 13, 13),
+    (2, 3, 9, 7),
+    (1, 16, 8, 8),
+];
+
+#[test]
+fn max_pool_fast_matches_slow() -> Result<()> {
+    for (si, &shape) in SHAPES.iter().enumerate() {
+        for (k, s, p) in [
+            (3, 2, 0),
+            (3, 2, 1),
+            (2, 2, 0),
+            (3, 1, 0),
+            (3, 1, 1),
+            (1, 1, 0),
+        ] {
+            for dt in [DType::F32, DType::F64] {
+                let x = distinct(shape, si as u64, dt)?;
+                let fast = move |t: &Tensor| max_pool2d(t, k, s, p);
+                let slow = move |t: &Tensor| max_pool2d_slow(t, k, s, p);
+                let what = format!("max_pool {shape:?} k{k} s{s} p{p} {dt:?}");
+                assert_close(&fast, &slow, &x, 1e-6, &what)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn lrn_fast_matches_slow() -> Result<()> {
+    for (si, &shape) in SHAPES.iter().enumerate() {
+        for (size, alpha, beta, k) in [
+            (5, 1e-4 / 5.0, 0.75, 2.0),
+            (2, 0.1, 0.6, 1.0),
+            (1, 0.3, 1.3, 0.5),
+            (4, 0.2, 0.75, 1.0),
+        ] {
+            for dt in [DType::F32, DType::F64] {
+                let x = uniform(shape, si as u64 + 100, 2.0, dt)?;
+                let fast = move |t: &Tensor| lrn(t, size, alpha, beta, k);
+                let slow = move |t: &Tensor| lrn_slow(t, size, alpha, beta, k);
+                let what = format!("lrn {shape:?} size{size} a{alpha} b{beta} k{k} {dt:?}");
+                let tol = if dt == DType::F32 { 1e-5 } else { 1e-12 };
+                assert_close(&fast, &slow, &x, tol, &what)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Max-pooling by four nested loops over a `Vec`, `-inf` padding.
+fn naive_max_pool(x: &Tensor, k: usize, s: usize, p: usize) -> Result<Vec<f64>> {
+    let (b, c, h, w) = x.dims4()?;
+    let v = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let mut out = Vec::new();
+    for plane in 0..b * c {
+        for oi in 0..ho {
+            for oj in 0..wo {
+                let mut m = f64::NEG_INFINITY;
+                for di in 0..k {
+                    for dj in 0..k {
+                        let (i, j) = ((oi * s + di) as isize - p as isize, (oj * s + dj) as isize);
+                        let j = j - p as isize;
+                        if i >= 0 && j >= 0 && (i as usize) < h && (j as usize) < w {
+                            m = m.max(v[plane * h * w + i as usize * w + j as usize]);
+                        }
+                    }
+                }
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn max_pool_matches_naive_loops_with_negative_inputs() -> Result<()> {
+    // All inputs negative: a zero padding would win at the borders, -inf padding never does.
+    let x = (distinct((2, 3, 7, 9), 11, DType::F32)? - 2.0)?;
+    for (k, s, p) in [(3, 2, 1), (3, 2, 0), (2, 2, 1), (3, 1, 1)] {
+        let want = naive_max_pool(&x, k, s, p)?;
+        for got in [max_pool2d(&x, k, s, p)?, max_pool2d_slow(&x, k, s, p)?] {
+            let got = got.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+            assert_eq!(got, want, "k{k} s{s} p{p}");
+        }
+    }
+    let y = max_pool2d(&x, 3, 2, 1)?;
+    assert_eq!(y.dims(), &[2, 3, 4, 5]);
+    Ok(())
+}
+
+#[test]
+fn max_pool_ties_go_to_first_in_row_major_order() -> Result<()> {
+    let x = Var::from_tensor(&Tensor::zeros((1, 1, 3, 3), DType::F32, &Device::Cpu)?)?;
+    let grads = max_pool2d(x.as_tensor(), 2, 1, 0)?.sum_all()?.backward()?;
+    let Some(g) = grads.get(x.as_tensor()) else {
+        panic!("no gradient")
+    };
+    let g = g.flatten_all()?.to_vec1::<f32>()?;
+    assert_eq!(g, [1., 1., 0., 1., 1., 0., 0., 0., 0.]);
+    Ok(())
+}
+
+#[test]
+fn max_pool_overlapping_windows_accumulate() -> Result<()> {
+    // The centre of a 3x3 input is the max of all four 2x2 stride-1 windows.
+    let v: Vec<f32> = vec![0., 1., 2., 3., 9., 4., 5., 6., 7.];
+    let x = Var::from_tensor(&Tensor::from_vec(v, (1, 1, 3, 3), &Device::Cpu)?)?;
+    let grads = max_pool2d(x.as_tensor(), 2, 1, 0)?.sum_all()?.backward()?;
+    let Some(g) = grads.get(x.as_tensor()) else {
+        panic!("no gradient")
+    };
+    assert_eq!(
+        g.flatten_all()?.to_vec1::<f32>()?,
+        [0., 0., 0., 0., 4., 0., 0., 0., 0.]
+    );
+    Ok(())
+}
+
+/// LRN by explicit loops in f64, PyTorch's window.
+fn naive_lrn(x: &Tensor, size: usize, alpha: f64, beta: f64, k: f64) -> Result<Vec<f64>> {
+    let (b, c, h, w) = x.dims4()?;
+    let v = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let at = |bi: usize, ci: usize, p: usize| v[(bi * c + ci) * h * w + p];
+    let mut out = Vec::new();
+    for bi in 0..b {
+        for ci in 0..c {
+            for p in 0..h * w {
+                let mut sum = 0.0;
+                for cc in 0..c {
+                    let off = cc as isize - ci as isize;
+                    if off >= -((size / 2) as isize) && off <= ((size - 1) / 2) as isize {
+                        sum += at(bi, cc, p) * at(bi, cc, p);
+                    }
+                }
+                out.push(at(bi, ci, p) / (k + alpha * sum).powf(beta));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn lrn_matches_naive_loops() -> Result<()> {
+    let x = uniform((2, 6, 3, 4), 5, 3.0, DType::F64)?;
+    for (size, alpha, beta, k) in [(5, 0.1, 0.75, 2.0), (2, 0.5, 0.6, 1.0), (1, 0.3, 1.0, 1.0)] {
+        let want = naive_lrn(&x, size, alpha, beta, k)?;
+        for got in [
+            lrn(&x, size, alpha, beta, k)?,
+            lrn_slow(&x, size, alpha, beta, k)?,
+        ] {
+            let got = got.flatten_all()?.to_vec1::<f64>()?;
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-12 * w.abs().max(1.0),
+                    "size{size}: {g} vs {w}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Central differences of `L = sum(op(x) * w)` against the op's own backward, in f64.
+fn finite_difference_check(op: &Op, x: &Tensor) -> Result<()> {
+    let (_, grad) = out_and_grad(op, x, 3)?;
+    let (b, c, h, w) = op(x)?.dims4()?;
+    let weights = uniform((b, c, h, w), 3, 1.0, DType::F64)?;
+    let loss = |t: &Tensor| -> Result<f64> { (op(t)? * &weights)?.sum_all()?.to_scalar::<f64>() };
+    let base = x.flatten_all()?.to_vec1::<f64>()?;
+    let grad = grad.flatten_all()?.to_vec1::<f64>()?;
+    let eps = 1e-6;
+    for i in 0..base.len() {
+        let mut v = base.clone();
+        v[i] = base[i] + eps;
+        let up = loss(&Tensor::from_vec(v.clone(), x.shape(), &Device::Cpu)?)?;
+        v[i] = base[i] - eps;
+        let down = loss(&Tensor::from_vec(v, x.shape(), &Device::Cpu)?)?;
+        let numeric = (up - down) / (2.0 * eps);
+        let tol = 1e-5 * numeric.abs().max(1.0);
+        assert!(
+            (numeric - grad[i]).abs() <= tol,
+            "element {i}: analytic {} vs numeric {numeric}",
+            grad[i]
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn max_pool_gradient_matches_finite_differences() -> Result<()> {
+    let x = distinct((1, 5, 7, 7), 21, DType::F64)?;
+    for (k, s, p) in [(3, 2, 0), (3, 2, 1), (3, 1, 1), (2, 2, 0)] {
+        finite_difference_check(&move |t: &Tensor| max_pool2d(t, k, s, p), &x)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn lrn_gradient_matches_finite_differences() -> Result<()> {
+    let x = uniform((1, 5, 7, 7), 22, 2.0, DType::F64)?;
+    for (size, alpha, beta, k) in [(5, 0.2, 0.75, 2.0), (2, 0.5, 0.6, 1.0), (1, 0.3, 1.3, 0.5)] {
+        finite_difference_check(&move |t: &Tensor| lrn(t, size, alpha, beta, k), &x)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn non_contiguous_inputs_are_handled() -> Result<()> {
+    let x = distinct((2, 3, 9, 7), 31, DType::F32)?;
+    let xt = x.transpose(2, 3)?;
+    assert!(!xt.is_contiguous());
+    let want = max_pool2d(&xt.contiguous()?, 3, 2, 1)?;
+    assert_eq!(max_abs_diff(&max_pool2d(&xt, 3, 2, 1)?, &want)?, 0.0);
+    let want = lrn(&xt.contiguous()?, 5, 0.1, 0.75, 2.0)?;
+    assert_eq!(max_abs_diff(&lrn(&xt, 5, 0.1, 0.75, 2.0)?, &want)?, 0.0);
+    // Gradients through a non-contiguous input and a broadcast (stride-0) output gradient.
+    let fast = |t: &Tensor| max_pool2d(&t.transpose(2, 3)?, 3, 2, 1);
+    let slow = |t: &Tensor| max_pool2d_slow(&t.transpose(2, 3)?, 3, 2, 1);
+    assert_close(&fast, &slow, &x, 1e-6, "transposed max_pool")?;
+    let fast = |t: &Tensor| lrn(&t.transpose(2, 3)?, 3, 0.1, 0.75, 2.0);
+    let slow = |t: &Tensor| lrn_slow(&t.transpose(2, 3)?, 3, 0.1, 0.75, 2.0);
+    assert_close(&fast, &slow, &x, 1e-5, "transposed lrn")
+}
+
+#[test]
+fn bad_arguments_are_errors() -> Result<()> {
+    let dev = Device::Cpu;
+    let x = Tensor::zeros((1, 2, 5, 5), DType::F32, &dev)?;
+    let rank3 = Tensor::zeros((2, 5, 5), DType::F32, &dev)?;
+    let small = Tensor::zeros((1, 2, 2, 5), DType::F32, &dev)?;
+    let bytes = Tensor::zeros((1, 2, 5, 5), DType::U8, &dev)?;
+    let ints = Tensor::zeros((1, 2, 5, 5), DType::I64, &dev)?;
+    let half = Tensor::zeros((1, 2, 5, 5), DType::F16, &dev)?;
+    type Pool = fn(&Tensor, usize, usize, usize) -> Result<Tensor>;
+    for (name, pool) in [
+        ("fast", max_pool2d as Pool),
+        ("slow", max_pool2d_slow as Pool),
+    ] {
+        assert!(pool(&rank3, 3, 2, 0).is_err(), "{name}: rank 3");
+        assert!(pool(&x, 3, 2, 2).is_err(), "{name}: padding > kernel / 2");
+        assert!(
+            pool(&x, 2, 2, 2).is_err(),
+            "{name}: padding > kernel / 2 (even)"
+        );
+        assert!(pool(&x, 3, 0, 0).is_err(), "{name}: zero stride");
+        assert!(pool(&x, 0, 1, 0).is_err(), "{name}: zero kernel");
+        assert!(pool(&small, 3, 2, 0).is_err(), "{name}: output too small");
+        assert!(
+            pool(&x, 6, 1, 0).is_err(),
+            "{name}: kernel larger than input"
+        );
+        assert!(pool(&bytes, 3, 2, 0).is_err(), "{name}: u8");
+        assert!(pool(&ints, 3, 2, 0).is_err(), "{name}: i64");
+        assert!(pool(&half, 3, 2, 0).is_err(), "{name}: f16");
+        assert!(pool(&small, 3, 2, 1).is_ok(), "{name}: padding makes room");
+    }
+    type Norm = fn(&Tensor, usize, f64, f64, f64) -> Result<Tensor>;
+    for (name, norm) in [("fast", lrn as Norm), ("slow", lrn_slow as Norm)] {
+        assert!(norm(&rank3, 5, 1e-4, 0.75, 2.0).is_err(), "{name}: rank 3");
+        assert!(norm(&x, 0, 1e-4, 0.75, 2.0).is_err(), "{name}: size 0");
+        assert!(
+            norm(&x, 5, f64::NAN, 0.75, 2.0).is_err(),
+            "{name}: NaN alpha"
+        );
+        assert!(norm(&bytes, 5, 1e-4, 0.75, 2.0).is_err(), "{name}: u8");
+        assert!(norm(&ints, 5, 1e-4, 0.75, 2.0).is_err(), "{name}: i64");
+        assert!(norm(&half, 5, 1e-4, 0.75, 2.0).is_err(), "{name}: f16");
+    }
+    Ok(())
+}
+
+#[test]
+fn backward_ops_reject_mismatched_grads() -> Result<()> {
+    use super::{Lrn, LrnBackward, MaxPool2d, MaxPool2dBackward};
+    let dev = Device::Cpu;
+    let x = Tensor::zeros((1, 2, 5, 5), DType::F32, &dev)?;
+    let wrong = Tensor::zeros((1, 2, 3, 3), DType::F32, &dev)?;
+    let f64_grad = Tensor::zeros((1, 2, 2, 2), DType::F64, &dev)?;
+    let pool = MaxPool2dBackward(MaxPool2d::new(3, 2, 0)?);
+    assert!(x
+        .apply_op2_no_bwd(&wrong.narrow(2, 0, 1)?.contiguous()?, &pool)
+        .is_err());
+    assert!(x.apply_op2_no_bwd(&f64_grad, &pool).is_err());
+    let norm = LrnBackward(Lrn::new(3, 0.1, 0.75, 1.0)?);
+    assert!(x.apply_op2_no_bwd(&wrong, &norm).is_err());
+    Ok(())
+}
