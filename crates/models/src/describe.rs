@@ -62,10 +62,17 @@ pub fn describe(card: &Card) -> Result<Vec<LayerRow>> {
         size = (size + 2 * conv.padding - conv.kernel) / conv.stride + 1;
         c = conv.out;
         let per_out = (c_in / conv.groups * conv.kernel * conv.kernel) as u64;
-        let groups = if conv.groups > 1 { format!(" g{}", conv.groups) } else { String::new() };
+        let groups = if conv.groups > 1 {
+            format!(" g{}", conv.groups)
+        } else {
+            String::new()
+        };
         rows.push(LayerRow {
             name: format!("{}.conv", stage.name),
-            kind: format!("conv {0}x{0}/{1} p{2}{groups} + relu", conv.kernel, conv.stride, conv.padding),
+            kind: format!(
+                "conv {0}x{0}/{1} p{2}{groups} + relu",
+                conv.kernel, conv.stride, conv.padding
+            ),
             out_shape: vec![c, size, size],
             params: per_out * c as u64 + c as u64,
             macs: per_out * (c * size * size) as u64,
@@ -100,15 +107,27 @@ pub fn describe(card: &Card) -> Result<Vec<LayerRow>> {
             out_shape: vec![c, out, out],
             params: 0,
             // Identity when the map already has the target size (AlexNet at 224).
-            macs: if out == size { 0 } else { (c * size * size) as u64 },
+            macs: if out == size {
+                0
+            } else {
+                (c * size * size) as u64
+            },
         });
         size = out;
     }
     let mut features = c * size * size;
     let widths = card.head.hidden.iter().copied().chain([card.classes]);
     for (i, width) in widths.enumerate() {
-        let name = if i == card.head.hidden.len() { "head.out".into() } else { format!("head.fc{}", i + 1) };
-        let relu = if i < card.head.hidden.len() { " + relu" } else { "" };
+        let name = if i == card.head.hidden.len() {
+            "head.out".into()
+        } else {
+            format!("head.fc{}", i + 1)
+        };
+        let relu = if i < card.head.hidden.len() {
+            " + relu"
+        } else {
+            ""
+        };
         rows.push(LayerRow {
             name,
             kind: format!("linear {features}->{width}{relu}"),

@@ -10,8 +10,8 @@ pub mod describe;
 pub mod init;
 pub mod layers;
 mod model;
-pub mod weights;
 pub mod ops;
+pub mod weights;
 
 pub use describe::{describe, Cost, LayerRow};
 pub use model::{ParamNames, ZooModel};

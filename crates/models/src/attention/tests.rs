@@ -7,7 +7,7 @@ use zoo_card::{AttentionKind, AttentionModule, Fusion, FusionMode};
 
 use super::multiscale::{avg_pool, upsample_nearest};
 use super::se::timm_rd_channels;
-use super::{build_attention, Attention, SpatialAttn};
+use super::{build_attention, SpatialAttn};
 use crate::init::SeededVarMap;
 
 const C: usize = 16;
@@ -37,7 +37,11 @@ fn fused(kind: AttentionKind, scales: &[usize], mode: FusionMode) -> AttentionMo
 fn all_specs() -> Vec<AttentionModule> {
     let mut specs: Vec<_> = AttentionKind::ALL.iter().map(|&k| spec(k)).collect();
     specs.push(fused(AttentionKind::Spatial, &[1, 2, 4], FusionMode::Sum));
-    specs.push(fused(AttentionKind::Spatial, &[1, 2, 4], FusionMode::Learned));
+    specs.push(fused(
+        AttentionKind::Spatial,
+        &[1, 2, 4],
+        FusionMode::Learned,
+    ));
     specs.push(fused(AttentionKind::Cbam, &[1, 2], FusionMode::Learned));
     specs.push(fused(AttentionKind::Cbam, &[2, 4], FusionMode::Sum));
     specs
@@ -49,7 +53,9 @@ fn vb(map: &SeededVarMap) -> VarBuilder<'static> {
 
 fn input(c: usize, h: usize, w: usize, seed: f64) -> Result<Tensor> {
     let n = 2 * c * h * w;
-    let v: Vec<f32> = (0..n).map(|i| ((i as f64 * 0.7 + seed).sin() * 2.0) as f32).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i as f64 * 0.7 + seed).sin() * 2.0) as f32)
+        .collect();
     Tensor::from_vec(v, (2, c, h, w), &Device::Cpu)
 }
 
@@ -58,7 +64,10 @@ fn is_buffer(name: &str) -> bool {
 }
 
 fn trainable(map: &SeededVarMap) -> Vec<(String, Var)> {
-    map.sorted_vars().into_iter().filter(|(n, _)| !is_buffer(n)).collect()
+    map.sorted_vars()
+        .into_iter()
+        .filter(|(n, _)| !is_buffer(n))
+        .collect()
 }
 
 fn set(map: &SeededVarMap, name: &str, value: &Tensor) -> Result<()> {
@@ -74,7 +83,15 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
 
 #[test]
 fn se_params_follow_the_formula() -> Result<()> {
-    for (c, r) in [(64, 16), (192, 16), (384, 16), (256, 16), (16, 4), (100, 8), (3, 16)] {
+    for (c, r) in [
+        (64, 16),
+        (192, 16),
+        (384, 16),
+        (256, 16),
+        (16, 4),
+        (100, 8),
+        (3, 16),
+    ] {
         let s = AttentionModule {
             reduction: r,
             ..spec(AttentionKind::Se)
@@ -98,7 +115,9 @@ fn alexnet_se_overhead_is_41160() -> Result<()> {
     };
     let mut total = 0;
     for c in [64, 192, 384, 256, 256] {
-        total += build_attention(&s, c, vb(&SeededVarMap::new(0)))?.cost(c, 13, 13).params;
+        total += build_attention(&s, c, vb(&SeededVarMap::new(0)))?
+            .cost(c, 13, 13)
+            .params;
     }
     assert_eq!(total, 41_160);
     Ok(())
@@ -139,7 +158,9 @@ fn parameter_names_follow_timm() -> Result<()> {
         Ok(map.sorted_vars().into_iter().map(|(n, _)| n).collect())
     };
     let bn = |p: &str| {
-        ["bias", "running_mean", "running_var", "weight"].map(|s| format!("{p}.{s}")).to_vec()
+        ["bias", "running_mean", "running_var", "weight"]
+            .map(|s| format!("{p}.{s}"))
+            .to_vec()
     };
     assert_eq!(
         names(&spec(AttentionKind::Se))?,
@@ -149,7 +170,10 @@ fn parameter_names_follow_timm() -> Result<()> {
     let mut want = bn("conv.bn");
     want.push("conv.conv.weight".into());
     assert_eq!(names(&spec(AttentionKind::Spatial))?, want);
-    let mut want = vec!["channel.fc1.weight".to_string(), "channel.fc2.weight".into()];
+    let mut want = vec![
+        "channel.fc1.weight".to_string(),
+        "channel.fc2.weight".into(),
+    ];
     want.extend(bn("spatial.conv.bn"));
     want.push("spatial.conv.conv.weight".into());
     want.push("spatial.fusion.weight".into());
@@ -178,7 +202,11 @@ fn forward_keeps_shape_in_eval_and_train() -> Result<()> {
             for train in [false, true] {
                 let ys = m.forward_t(&xs, train)?;
                 assert_eq!(ys.dims(), xs.dims(), "{s:?} {h}x{w} train={train}");
-                let finite = ys.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
+                let finite = ys
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .all(|v| v.is_finite());
                 assert!(finite, "{s:?} {h}x{w} train={train}");
             }
         }
@@ -188,10 +216,16 @@ fn forward_keeps_shape_in_eval_and_train() -> Result<()> {
 
 #[test]
 fn gates_change_the_input_at_full_strength() -> Result<()> {
-    for s in all_specs().into_iter().filter(|s| s.kind != AttentionKind::Nonlocal) {
+    for s in all_specs()
+        .into_iter()
+        .filter(|s| s.kind != AttentionKind::Nonlocal)
+    {
         let m = build_attention(&s, C, vb(&SeededVarMap::new(3)))?;
         let xs = input(C, 7, 5, 0.1)?;
-        assert!(max_abs_diff(&m.forward_t(&xs, false)?, &xs)? > 1e-3, "{s:?}");
+        assert!(
+            max_abs_diff(&m.forward_t(&xs, false)?, &xs)? > 1e-3,
+            "{s:?}"
+        );
     }
     Ok(())
 }
@@ -204,7 +238,11 @@ fn strength_zero_is_the_identity() -> Result<()> {
         let m = build_attention(&s, C, vb(&map))?;
         if s.kind == AttentionKind::Nonlocal {
             // Make the residual branch non-zero, so the identity is due to the strength.
-            set(&map, "norm.weight", &Tensor::ones(C, DType::F32, &Device::Cpu)?)?;
+            set(
+                &map,
+                "norm.weight",
+                &Tensor::ones(C, DType::F32, &Device::Cpu)?,
+            )?;
         }
         let xs = input(C, 9, 9, 0.2)?;
         for train in [false, true] {
@@ -221,7 +259,11 @@ fn nonlocal_starts_as_identity_and_strength_scales_the_branch() -> Result<()> {
     let m = build_attention(&spec(AttentionKind::Nonlocal), C, vb(&map))?;
     let xs = input(C, 7, 5, 0.4)?;
     assert_eq!(max_abs_diff(&m.forward_t(&xs, false)?, &xs)?, 0.0);
-    set(&map, "norm.weight", &Tensor::ones(C, DType::F32, &Device::Cpu)?)?;
+    set(
+        &map,
+        "norm.weight",
+        &Tensor::ones(C, DType::F32, &Device::Cpu)?,
+    )?;
     let full = (m.forward_t(&xs, false)? - &xs)?;
     assert!(full.abs()?.max_all()?.to_scalar::<f32>()? > 1e-3);
     let half_spec = AttentionModule {
@@ -257,7 +299,11 @@ fn se_matches_a_hand_computation() -> Result<()> {
     let map = SeededVarMap::new(7);
     let m = build_attention(&s, 4, vb(&map))?;
     let dev = Device::Cpu;
-    set(&map, "fc1.weight", &Tensor::ones((1, 4, 1, 1), DType::F32, &dev)?)?;
+    set(
+        &map,
+        "fc1.weight",
+        &Tensor::ones((1, 4, 1, 1), DType::F32, &dev)?,
+    )?;
     set(&map, "fc1.bias", &Tensor::new(&[0.5f32], &dev)?)?;
     let w2 = Tensor::new(&[1f32, -1., 2., 0.], &dev)?.reshape((4, 1, 1, 1))?;
     set(&map, "fc2.weight", &w2)?;
@@ -271,7 +317,10 @@ fn se_matches_a_hand_computation() -> Result<()> {
         for (c, z) in logits.iter().enumerate() {
             let gate = 1.0 / (1.0 + (-z).exp());
             let want = (xs.get(b)?.get(c)? * gate as f64)?;
-            assert!(max_abs_diff(&ys.get(b)?.get(c)?, &want)? < 1e-5, "b={b} c={c}");
+            assert!(
+                max_abs_diff(&ys.get(b)?.get(c)?, &want)? < 1e-5,
+                "b={b} c={c}"
+            );
         }
     }
     Ok(())
@@ -290,10 +339,15 @@ fn one_scale_fusion_equals_the_plain_map() -> Result<()> {
                 for train in [false, true] {
                     let a = plain.forward_t(&xs, train)?;
                     let b = multi.forward_t(&xs, train)?;
-                    assert!(max_abs_diff(&a, &b)? < 1e-6, "{kind:?} {mode:?} train={train}");
+                    assert!(
+                        max_abs_diff(&a, &b)? < 1e-6,
+                        "{kind:?} {mode:?} train={train}"
+                    );
                 }
             }
-            assert_eq!(plain.cost(C, 9, 9).macs, multi.cost(C, 9, 9).macs);
+            // Learned weighting multiplies the map once even for a single scale.
+            let extra = if mode == FusionMode::Learned { 81 } else { 0 };
+            assert_eq!(plain.cost(C, 9, 9).macs + extra, multi.cost(C, 9, 9).macs);
         }
     }
     Ok(())
@@ -302,7 +356,11 @@ fn one_scale_fusion_equals_the_plain_map() -> Result<()> {
 #[test]
 fn learned_fusion_starts_as_the_mean() -> Result<()> {
     let map = SeededVarMap::new(9);
-    let sum = build_attention(&fused(AttentionKind::Spatial, &[1, 2, 4], FusionMode::Sum), C, vb(&map))?;
+    let sum = build_attention(
+        &fused(AttentionKind::Spatial, &[1, 2, 4], FusionMode::Sum),
+        C,
+        vb(&map),
+    )?;
     let learned = fused(AttentionKind::Spatial, &[1, 2, 4], FusionMode::Learned);
     let learned = build_attention(&learned, C, vb(&map))?;
     let xs = input(C, 9, 9, 0.7)?;
@@ -325,7 +383,9 @@ fn fused_logits_match_a_manual_per_scale_computation() -> Result<()> {
         .into_iter()
         .find(|(n, _)| n == "conv.conv.weight")
         .map(|(_, v)| v.as_tensor().clone());
-    let Some(weight) = weight else { candle_core::bail!("no conv weight") };
+    let Some(weight) = weight else {
+        candle_core::bail!("no conv weight")
+    };
     let xs = input(C, 7, 8, 0.8)?;
     let desc = Tensor::cat(&[xs.mean_keepdim(1)?, xs.max_keepdim(1)?], 1)?;
     let bn = 1.0 / (1.0f64 + 1e-5).sqrt();
@@ -358,7 +418,11 @@ fn backward_reaches_every_trainable_parameter() -> Result<()> {
         let m = build_attention(&s, C, vb(&map))?;
         if s.kind == AttentionKind::Nonlocal {
             // timm zero-initialises norm.weight, which blocks the gradient of t, p, g and z.
-            set(&map, "norm.weight", &Tensor::ones(C, DType::F32, &Device::Cpu)?)?;
+            set(
+                &map,
+                "norm.weight",
+                &Tensor::ones(C, DType::F32, &Device::Cpu)?,
+            )?;
         }
         let xs = input(C, 7, 5, 1.1)?;
         let target = input(C, 7, 5, 2.3)?;
@@ -369,10 +433,16 @@ fn backward_reaches_every_trainable_parameter() -> Result<()> {
                 panic!("{s:?}: no gradient for `{name}`")
             };
             let norm = g.abs()?.sum_all()?.to_scalar::<f32>()?;
-            assert!(norm > 0.0 && norm.is_finite(), "{s:?}: gradient of `{name}` is {norm}");
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{s:?}: gradient of `{name}` is {norm}"
+            );
         }
         for (name, var) in map.sorted_vars().into_iter().filter(|(n, _)| is_buffer(n)) {
-            assert!(grads.get(var.as_tensor()).is_none(), "buffer `{name}` got a gradient");
+            assert!(
+                grads.get(var.as_tensor()).is_none(),
+                "buffer `{name}` got a gradient"
+            );
         }
     }
     Ok(())
@@ -381,23 +451,54 @@ fn backward_reaches_every_trainable_parameter() -> Result<()> {
 #[test]
 fn invalid_configurations_are_errors() -> Result<()> {
     let build = |s: &AttentionModule| build_attention(s, C, vb(&SeededVarMap::new(0)));
-    for kind in [AttentionKind::Eca, AttentionKind::Spatial, AttentionKind::Cbam] {
+    for kind in [
+        AttentionKind::Eca,
+        AttentionKind::Spatial,
+        AttentionKind::Cbam,
+    ] {
         for kernel in [0, 2, 4] {
-            assert!(build(&AttentionModule { kernel, ..spec(kind) }).is_err(), "{kind:?} k={kernel}");
+            assert!(
+                build(&AttentionModule {
+                    kernel,
+                    ..spec(kind)
+                })
+                .is_err(),
+                "{kind:?} k={kernel}"
+            );
         }
     }
-    for kind in [AttentionKind::Se, AttentionKind::Eca, AttentionKind::Nonlocal] {
-        assert!(build(&fused(kind, &[1, 2], FusionMode::Sum)).is_err(), "fusion on {kind:?}");
+    for kind in [
+        AttentionKind::Se,
+        AttentionKind::Eca,
+        AttentionKind::Nonlocal,
+    ] {
+        assert!(
+            build(&fused(kind, &[1, 2], FusionMode::Sum)).is_err(),
+            "fusion on {kind:?}"
+        );
     }
     for kind in AttentionKind::ALL {
-        assert!(build(&AttentionModule { reduction: 0, ..spec(kind) }).is_err());
-        assert!(build(&AttentionModule { strength: f64::NAN, ..spec(kind) }).is_err());
+        assert!(build(&AttentionModule {
+            reduction: 0,
+            ..spec(kind)
+        })
+        .is_err());
+        assert!(build(&AttentionModule {
+            strength: f64::NAN,
+            ..spec(kind)
+        })
+        .is_err());
         assert!(build_attention(&spec(kind), 0, vb(&SeededVarMap::new(0))).is_err());
         // A wrong input: channels (where the module has a width) or rank.
         let m = build(&spec(kind))?;
-        assert!(m.forward_t(&Tensor::zeros((2, C, 5), DType::F32, &Device::Cpu)?, false).is_err());
+        assert!(m
+            .forward_t(&Tensor::zeros((2, C, 5), DType::F32, &Device::Cpu)?, false)
+            .is_err());
         if kind != AttentionKind::Spatial {
-            assert!(m.forward_t(&input(C + 1, 5, 5, 0.0)?, false).is_err(), "{kind:?}");
+            assert!(
+                m.forward_t(&input(C + 1, 5, 5, 0.0)?, false).is_err(),
+                "{kind:?}"
+            );
         }
     }
     for kind in [AttentionKind::Spatial, AttentionKind::Cbam] {
@@ -405,8 +506,14 @@ fn invalid_configurations_are_errors() -> Result<()> {
         assert!(build(&fused(kind, &[], FusionMode::Learned)).is_err());
         let m = build(&fused(kind, &[1, 6], FusionMode::Learned))?;
         assert!(m.forward_t(&input(C, 9, 9, 0.0)?, false).is_ok());
-        assert!(m.forward_t(&input(C, 7, 5, 0.0)?, false).is_err(), "scale 6 on 7x5");
-        assert!(m.forward_t(&input(C, 7, 5, 0.0)?, true).is_err(), "scale 6 on 7x5");
+        assert!(
+            m.forward_t(&input(C, 7, 5, 0.0)?, false).is_err(),
+            "scale 6 on 7x5"
+        );
+        assert!(
+            m.forward_t(&input(C, 7, 5, 0.0)?, true).is_err(),
+            "scale 6 on 7x5"
+        );
     }
     Ok(())
 }
@@ -427,16 +534,32 @@ fn macs_follow_the_documented_convention() -> Result<()> {
         ..spec(AttentionKind::Spatial)
     };
     let sp = build_attention(&s, c, vb(&SeededVarMap::new(0)))?;
-    assert_eq!(sp.cost(c, h, w), crate::Cost { params: 2 * 49 + 2, macs: 2 * chw + 98 * hw + chw });
+    assert_eq!(
+        sp.cost(c, h, w),
+        crate::Cost {
+            params: 2 * 49 + 2,
+            macs: 2 * chw + 98 * hw + chw
+        }
+    );
     let eca = build_attention(&spec(AttentionKind::Eca), c, vb(&SeededVarMap::new(0)))?;
     assert_eq!(eca.cost(c, h, w).macs, chw + 3 * c as u64 + chw);
     // Non-local, r=4: C'=16; projections 4 * 64*16*HW, matmuls 2 * HW*HW*16.
     let nl = build_attention(&spec(AttentionKind::Nonlocal), c, vb(&SeededVarMap::new(0)))?;
     assert_eq!(nl.cost(c, h, w).macs, 4 * 64 * 16 * hw + 2 * hw * hw * 16);
-    assert_eq!(nl.cost(c, h, w).params, 3 * (64 * 16 + 16) + 16 * 64 + 64 + 2 * 64);
+    assert_eq!(
+        nl.cost(c, h, w).params,
+        3 * (64 * 16 + 16) + 16 * 64 + 64 + 2 * 64
+    );
     // Multi-scale [1, 2], k=3 on 9x9: pool 2*8*8, convs 18*81 + 18*16, fusion 2*81.
-    let ms = build_attention(&fused(AttentionKind::Spatial, &[1, 2], FusionMode::Sum), C, vb(&SeededVarMap::new(0)))?;
+    let ms = build_attention(
+        &fused(AttentionKind::Spatial, &[1, 2], FusionMode::Sum),
+        C,
+        vb(&SeededVarMap::new(0)),
+    )?;
     let chw = (C * 81) as u64;
-    assert_eq!(ms.cost(C, 9, 9).macs, 2 * chw + 2 * 64 + 18 * 81 + 18 * 16 + 2 * 81 + chw);
+    assert_eq!(
+        ms.cost(C, 9, 9).macs,
+        2 * chw + 2 * 64 + 18 * 81 + 18 * 16 + 2 * 81 + chw
+    );
     Ok(())
 }
