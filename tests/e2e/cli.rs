@@ -19,12 +19,18 @@ fn zoo() -> Command {
 
 fn json(args: &[&str]) -> serde_json::Value {
     let out = zoo().args(args).output().expect("zoo runs");
-    assert!(out.status.success(), "zoo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "zoo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("valid JSON")
 }
 
 fn params_of(card: &str) -> u64 {
-    json(&["show", card, "--json"])["params"].as_u64().expect("params")
+    json(&["show", card, "--json"])["params"]
+        .as_u64()
+        .expect("params")
 }
 
 #[test]
@@ -33,7 +39,9 @@ fn show_reports_the_published_parameter_counts_and_macs() {
         .args(["show", "alexnet"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("total: 61,100,840 parameters, 0.714 GMACs per image"));
+        .stdout(predicate::str::contains(
+            "total: 61,100,840 parameters, 0.714 GMACs per image",
+        ));
     let shown = json(&["show", "alexnet", "--json"]);
     assert_eq!(shown["params"], 61_100_840);
     // torchvision's published figure: 0.714 GMACs (rounded).
@@ -46,13 +54,20 @@ fn show_reports_the_published_parameter_counts_and_macs() {
 #[test]
 fn se_overhead_is_two_c_squared_over_r_plus_biases() {
     let zoo_cards = Zoo::open(repo_root().join("zoo")).expect("zoo");
-    for (base, variant) in [("alexnet", "alexnet-se"), ("alexnet-cifar", "alexnet-cifar-se")] {
+    for (base, variant) in [
+        ("alexnet", "alexnet-se"),
+        ("alexnet-cifar", "alexnet-cifar-se"),
+    ] {
         let card = zoo_cards.resolve(variant).expect("card");
         // (2/r) * sum C^2 for the two 1x1 convs, plus their biases (C/r and C per module).
         let expected: u64 = card
             .stages
             .iter()
-            .flat_map(|s| s.attention.iter().map(move |a| (s.conv.out as u64, a.reduction as u64)))
+            .flat_map(|s| {
+                s.attention
+                    .iter()
+                    .map(move |a| (s.conv.out as u64, a.reduction as u64))
+            })
             .map(|(c, r)| 2 * c * c / r + c / r + c)
             .sum();
         assert_eq!(params_of(variant) - params_of(base), expected, "{variant}");
@@ -67,21 +82,43 @@ fn list_shows_every_card_with_base_attention_params_and_input() {
     let listed = json(&["list", "--json"]);
     let rows = listed.as_array().expect("array");
     let names: Vec<&str> = rows.iter().filter_map(|r| r["card"].as_str()).collect();
-    for card in ["alexnet", "alexnet-2012", "alexnet-2012-grouped", "alexnet-cifar"] {
+    for card in [
+        "alexnet",
+        "alexnet-2012",
+        "alexnet-2012-grouped",
+        "alexnet-cifar",
+    ] {
         assert!(names.contains(&card), "{card} missing from {names:?}");
     }
     for backbone in ["alexnet", "alexnet-cifar"] {
-        for variant in ["spatial", "se", "nonlocal", "progressive", "multiscale", "head-only"] {
+        for variant in [
+            "spatial",
+            "se",
+            "nonlocal",
+            "progressive",
+            "multiscale",
+            "head-only",
+        ] {
             let name = format!("{backbone}-{variant}");
-            let row = rows.iter().find(|r| r["card"] == name.as_str()).expect(&name);
+            let row = rows
+                .iter()
+                .find(|r| r["card"] == name.as_str())
+                .expect(&name);
             assert_eq!(row["base"], backbone, "{name}");
             assert_ne!(row["attention"], "-", "{name}");
         }
     }
-    let alexnet = rows.iter().find(|r| r["card"] == "alexnet").expect("alexnet");
+    let alexnet = rows
+        .iter()
+        .find(|r| r["card"] == "alexnet")
+        .expect("alexnet");
     assert_eq!(alexnet["params"], 61_100_840);
     assert_eq!(alexnet["input"], "3x224x224");
-    zoo().arg("list").assert().success().stdout(predicate::str::contains("61,100,840"));
+    zoo()
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("61,100,840"));
 }
 
 #[test]
@@ -90,7 +127,9 @@ fn show_of_a_composed_card_prints_the_merged_card_and_attention_rows() {
         .args(["show", "alexnet-cifar-progressive"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("strength").and(predicate::str::contains("conv2.attention.0")));
+        .stdout(
+            predicate::str::contains("strength").and(predicate::str::contains("conv2.attention.0")),
+        );
 }
 
 #[test]
@@ -104,51 +143,63 @@ fn unknown_card_is_a_user_error_with_a_suggestion() {
 
 #[test]
 fn validate_accepts_the_zoo() {
-    zoo().arg("validate").assert().success().stdout(predicate::str::contains("card(s) valid"));
+    zoo()
+        .arg("validate")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("card(s) valid"));
 }
 
 /// Every file of the bad-card corpus fails with exit code 1 at the line and column its first
 /// line (`# expect: [FILE:]LINE:COL MESSAGE [| HELP]`) names, and nothing panics.
 #[test]
 fn validate_rejects_every_bad_card_at_its_line_and_column() {
-    let dir = repo_root().join("tests/cards/bad");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("corpus")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 14, "corpus too small: {files:?}");
-    let out = zoo().arg("validate").args(&files).output().expect("zoo runs");
+    let corpus = zoo_tests::bad_cards();
+    assert!(corpus.len() >= 14, "corpus too small: {corpus:?}");
+    let out = zoo()
+        .arg("validate")
+        .args(corpus.iter().map(|b| &b.path))
+        .output()
+        .expect("zoo runs");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    for file in &files {
-        let text = std::fs::read_to_string(file).expect("readable");
-        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("expect line");
-        let (location, message) = expect.split_once(' ').expect("location and message");
-        let message = message.split(" | ").next().unwrap_or(message);
-        let file_name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let location = if location.matches(':').count() == 2 {
-            location.to_string()
-        } else {
-            format!("{file_name}:{location}")
-        };
+    for bad in &corpus {
+        let location = format!("{}:{}: ", bad.file, bad.line_col);
         let hit = stderr
             .lines()
-            .any(|l| l.contains(&format!("{location}: ")) && l.contains(message));
-        assert!(hit, "{file_name}: expected `{location}: ... {message}` in:\n{stderr}");
+            .any(|l| l.contains(&location) && l.contains(&bad.message));
+        assert!(
+            hit,
+            "{}: expected `{location}... {}` in:\n{stderr}",
+            bad.path.display(),
+            bad.message
+        );
+        if let Some(help) = &bad.help {
+            assert!(
+                stderr.contains(&format!("help: {help}")),
+                "{}: help {help}",
+                bad.path.display()
+            );
+        }
     }
 }
 
 #[test]
 fn validate_json_lists_errors_with_positions() {
     let file = repo_root().join("tests/cards/bad/unknown-key.yaml");
-    let out = zoo().args(["validate", "--json"]).arg(&file).output().expect("runs");
+    let out = zoo()
+        .args(["validate", "--json"])
+        .arg(&file)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let err = &v["errors"][0];
-    assert!(err["line"].as_u64().is_some() && err["column"].as_u64().is_some(), "{v}");
+    assert!(
+        err["line"].as_u64().is_some() && err["column"].as_u64().is_some(),
+        "{v}"
+    );
     assert!(err["help"].is_string(), "{v}");
 }
 
@@ -164,12 +215,23 @@ fn forward_writes_the_logits_of_the_given_weights() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let card = Zoo::open(repo_root().join("zoo"))?.resolve("alexnet-cifar-se")?;
     let vars = SeededVarMap::new(11);
-    let model = ZooModel::new(&card, vars.var_builder(DType::F32, &Device::Cpu), &SeededRng::new(0))?;
-    let weights: HashMap<String, Tensor> =
-        vars.sorted_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+    let model = ZooModel::new(
+        &card,
+        vars.var_builder(DType::F32, &Device::Cpu),
+        &SeededRng::new(0),
+    )?;
+    let weights: HashMap<String, Tensor> = vars
+        .sorted_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
     let weights_path = save(dir.path(), "w.safetensors", &weights);
     let xs = Tensor::randn(0f32, 1f32, (2, 3, 32, 32), &Device::Cpu)?;
-    let input = save(dir.path(), "x.safetensors", &[("input".to_string(), xs.clone())].into());
+    let input = save(
+        dir.path(),
+        "x.safetensors",
+        &[("input".to_string(), xs.clone())].into(),
+    );
     let output = dir.path().join("y.safetensors");
     zoo()
         .args(["forward", "alexnet-cifar-se", "--weights"])
@@ -190,7 +252,10 @@ fn forward_writes_the_logits_of_the_given_weights() -> anyhow::Result<()> {
     // A weights file with one tensor of the wrong shape: the error names that tensor.
     let mut broken = weights.clone();
     let name = "backbone.conv3.conv.weight";
-    broken.insert(name.into(), Tensor::zeros((3, 3), DType::F32, &Device::Cpu)?);
+    broken.insert(
+        name.into(),
+        Tensor::zeros((3, 3), DType::F32, &Device::Cpu)?,
+    );
     let broken = save(dir.path(), "broken.safetensors", &broken);
     zoo()
         .args(["forward", "alexnet-cifar-se", "--weights"])

@@ -16,10 +16,16 @@ use zoo_tests::{fixture, formula_tensor, formula_weights, max_rel_diff, repo_roo
 const REL_TOL: f64 = 1e-4;
 
 fn load_fixture(stem: &str) -> (HashMap<String, Tensor>, Value) {
-    let tensors = candle_core::safetensors::load(fixture(&format!("{stem}.safetensors")), &Device::Cpu)
-        .unwrap_or_else(|e| panic!("fixture {stem}: {e} (regenerate with scripts/reference/setup.sh)"));
+    let tensors =
+        candle_core::safetensors::load(fixture(&format!("{stem}.safetensors")), &Device::Cpu)
+            .unwrap_or_else(|e| {
+                panic!("fixture {stem}: {e} (regenerate with scripts/reference/setup.sh)")
+            });
     let meta = std::fs::read_to_string(fixture(&format!("{stem}.json"))).expect("fixture json");
-    (tensors, serde_json::from_str(&meta).expect("fixture json parses"))
+    (
+        tensors,
+        serde_json::from_str(&meta).expect("fixture json parses"),
+    )
 }
 
 fn usize_of(v: &Value) -> usize {
@@ -35,11 +41,17 @@ fn check_op_cases(stem: &str, op: impl Fn(&Tensor, &Value) -> Result<Tensor>) ->
         let x = Var::from_tensor(&t[&format!("input_{i}")])?;
         let y = op(x.as_tensor(), case)?;
         let diff = max_rel_diff(&y, &t[&format!("output_{i}")])?;
-        assert!(diff < 1e-10, "{stem} case {i} {case}: output differs by {diff}");
+        assert!(
+            diff < 1e-10,
+            "{stem} case {i} {case}: output differs by {diff}"
+        );
         let grads = y.mul(&t[&format!("weight_{i}")])?.sum_all()?.backward()?;
         let g = grads.get(x.as_tensor()).expect("a gradient for the input");
         let diff = max_rel_diff(g, &t[&format!("grad_{i}")])?;
-        assert!(diff < 1e-10, "{stem} case {i} {case}: gradient differs by {diff}");
+        assert!(
+            diff < 1e-10,
+            "{stem} case {i} {case}: gradient differs by {diff}"
+        );
     }
     Ok(())
 }
@@ -47,7 +59,12 @@ fn check_op_cases(stem: &str, op: impl Fn(&Tensor, &Value) -> Result<Tensor>) ->
 #[test]
 fn max_pool_matches_pytorch_forward_and_backward() -> Result<()> {
     check_op_cases("ops/max_pool", |x, c| {
-        ops::max_pool2d(x, usize_of(&c["kernel"]), usize_of(&c["stride"]), usize_of(&c["padding"]))
+        ops::max_pool2d(
+            x,
+            usize_of(&c["kernel"]),
+            usize_of(&c["stride"]),
+            usize_of(&c["padding"]),
+        )
     })
 }
 
@@ -91,14 +108,24 @@ fn attention_modules_match_timm() -> Result<()> {
         let expected = t.remove("output").expect("output");
         let weights = CheckedTensors::from_map(stem, t);
         let spec = module_spec(&meta["module"]);
-        let module =
-            build_attention(&spec, usize_of(&meta["channels"]), weights.var_builder(DType::F64, &Device::Cpu))?;
-        assert_eq!(weights.unused(), Vec::<String>::new(), "{stem}: timm tensors we ignore");
+        let module = build_attention(
+            &spec,
+            usize_of(&meta["channels"]),
+            weights.var_builder(DType::F64, &Device::Cpu),
+        )?;
+        assert_eq!(
+            weights.unused(),
+            Vec::<String>::new(),
+            "{stem}: timm tensors we ignore"
+        );
         let ys = module.forward_t(&input, false)?;
         let diff = max_rel_diff(&ys, &expected)?;
         assert!(diff < REL_TOL, "{stem}: differs from timm by {diff}");
         // And the module is not the identity on this input (the comparison has teeth).
-        assert!(max_rel_diff(&input, &expected)? > 1e-3, "{stem}: fixture is trivial");
+        assert!(
+            max_rel_diff(&input, &expected)? > 1e-3,
+            "{stem}: fixture is trivial"
+        );
     }
     Ok(())
 }
@@ -106,12 +133,22 @@ fn attention_modules_match_timm() -> Result<()> {
 /// torchvision's AlexNet with formula weights (61M values not committed) against ours.
 #[test]
 fn alexnet_logits_match_torchvision() -> Result<()> {
-    let card = Zoo::open(repo_root().join("zoo")).expect("zoo").resolve("alexnet").expect("alexnet");
+    let card = Zoo::open(repo_root().join("zoo"))
+        .expect("zoo")
+        .resolve("alexnet")
+        .expect("alexnet");
     // The names and shapes the card asks for (torchvision's, by the card's layout).
     let probe = SeededVarMap::new(0);
-    ZooModel::new(&card, probe.var_builder(DType::F32, &Device::Cpu), &SeededRng::new(0))?;
-    let shapes: Vec<(String, Vec<usize>)> =
-        probe.sorted_vars().into_iter().map(|(n, v)| (n, v.dims().to_vec())).collect();
+    ZooModel::new(
+        &card,
+        probe.var_builder(DType::F32, &Device::Cpu),
+        &SeededRng::new(0),
+    )?;
+    let shapes: Vec<(String, Vec<usize>)> = probe
+        .sorted_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.dims().to_vec()))
+        .collect();
     drop(probe);
     assert!(shapes.iter().any(|(n, _)| n == "features.0.weight"));
     assert!(shapes.iter().any(|(n, _)| n == "classifier.6.bias"));
@@ -119,9 +156,16 @@ fn alexnet_logits_match_torchvision() -> Result<()> {
     let expected = &t["logits"];
     let input = formula_tensor("input", &[1, 3, 224, 224], 1.0, DType::F32)?;
     let weights = CheckedTensors::from_map("formula", formula_weights(&shapes, DType::F32)?);
-    let model = ZooModel::new(&card, weights.var_builder(DType::F32, &Device::Cpu), &SeededRng::new(0))?;
+    let model = ZooModel::new(
+        &card,
+        weights.var_builder(DType::F32, &Device::Cpu),
+        &SeededRng::new(0),
+    )?;
     let logits = model.forward_t(&input, false)?;
     let diff = max_rel_diff(&logits, expected)?;
-    assert!(diff < REL_TOL, "alexnet logits differ from torchvision's by {diff}");
+    assert!(
+        diff < REL_TOL,
+        "alexnet logits differ from torchvision's by {diff}"
+    );
     Ok(())
 }

@@ -20,15 +20,30 @@ fn every_card_builds_trains_one_step_and_counts_its_parameters() -> Result<()> {
     for id in ids {
         let card = zoo.resolve(&id).expect("shipped cards resolve");
         let vars = SeededVarMap::new(1);
-        let model = ZooModel::new(&card, vars.var_builder(DType::F32, &Device::Cpu), &SeededRng::new(1))?;
+        let model = ZooModel::new(
+            &card,
+            vars.var_builder(DType::F32, &Device::Cpu),
+            &SeededRng::new(1),
+        )?;
         let described: u64 = describe(&card)?.iter().map(|r| r.params).sum();
         let params = vars.sorted_vars();
-        let counted: usize =
-            params.iter().filter(|(n, _)| !is_buffer(n)).map(|(_, v)| v.elem_count()).sum();
-        assert_eq!(counted as u64, described, "{id}: built vs described parameters");
+        let counted: usize = params
+            .iter()
+            .filter(|(n, _)| !is_buffer(n))
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        assert_eq!(
+            counted as u64, described,
+            "{id}: built vs described parameters"
+        );
 
         let size = card.input.size;
-        let xs = Tensor::randn(0f32, 1f32, (2, card.input.channels, size, size), &Device::Cpu)?;
+        let xs = Tensor::randn(
+            0f32,
+            1f32,
+            (2, card.input.channels, size, size),
+            &Device::Cpu,
+        )?;
         let logits = model.forward_t(&xs, true)?;
         assert_eq!(logits.dims(), [2, card.classes], "{id}");
         let targets = Tensor::new(&[0u32, 1], &Device::Cpu)?;

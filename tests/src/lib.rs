@@ -53,7 +53,10 @@ pub fn formula_weights(
     shapes
         .iter()
         .map(|(name, shape)| {
-            Ok((name.clone(), formula_tensor(name, shape, formula_scale(shape), dtype)?))
+            Ok((
+                name.clone(),
+                formula_tensor(name, shape, formula_scale(shape), dtype)?,
+            ))
         })
         .collect()
 }
@@ -65,4 +68,64 @@ pub fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
     let diff = (&a - &b)?.abs()?.max(0)?.to_scalar::<f64>()?;
     let scale = b.abs()?.max(0)?.to_scalar::<f64>()?.max(1e-12);
     Ok(diff / scale)
+}
+
+/// What a file of the bad-card corpus (`tests/cards/bad`) declares on its first line:
+/// `# expect: [FILE:]LINE:COL MESSAGE [| HELP]`.
+#[derive(Debug, Clone)]
+pub struct BadCard {
+    /// The corpus file.
+    pub path: PathBuf,
+    /// Name of the file the error must point into (the corpus file itself unless given).
+    pub file: String,
+    /// `LINE:COL` the error must point at.
+    pub line_col: String,
+    /// Part of the error message.
+    pub message: String,
+    /// Part of the suggested fix, when the file expects one.
+    pub help: Option<String>,
+}
+
+/// Every file of the bad-card corpus with its expectation, sorted by path.
+pub fn bad_cards() -> Vec<BadCard> {
+    let dir = repo_root().join("tests/cards/bad");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("bad-card corpus {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| parse_expectation(path))
+        .collect()
+}
+
+fn parse_expectation(path: PathBuf) -> BadCard {
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let expect = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# expect: "))
+        .unwrap_or_else(|| panic!("{}: first line must be `# expect: ...`", path.display()));
+    let (location, rest) = expect.split_once(' ').unwrap_or((expect, ""));
+    let (message, help) = match rest.split_once(" | ") {
+        Some((m, h)) => (m.to_string(), Some(h.to_string())),
+        None => (rest.to_string(), None),
+    };
+    let own_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (file, line_col) = match location.rsplitn(3, ':').collect::<Vec<_>>().as_slice() {
+        [col, line, file] => (file.to_string(), format!("{line}:{col}")),
+        _ => (own_name, location.to_string()),
+    };
+    BadCard {
+        path,
+        file,
+        line_col,
+        message,
+        help,
+    }
 }

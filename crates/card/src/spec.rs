@@ -233,7 +233,7 @@ pub struct Fusion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FusionMode {
-    /// Plain sum of the per-scale logits.
+    /// Unweighted fusion: the mean of the per-scale logits (the sum, scaled by 1/n).
     #[default]
     Sum,
     /// Softmax-normalised learned weight per scale.

@@ -222,9 +222,11 @@ impl Zoo {
         let mut card = validate(id, own_name, wire, &prov, &source.path)?;
         // `extends` is consumed by the merge; the card records its own list, as written.
         card.extends = match source.value.get("extends") {
-            Some(Value::Sequence(bases)) => {
-                bases.iter().filter_map(Value::as_str).map(str::to_string).collect()
-            }
+            Some(Value::Sequence(bases)) => bases
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             Some(Value::String(base)) => vec![base.clone()],
             _ => Vec::new(),
         };

@@ -102,44 +102,20 @@ fn later_card_wins_and_sequences_replace() {
 /// `# expect: [FILE:]LINE:COL MESSAGE [| HELP]`.
 #[test]
 fn bad_card_corpus_points_at_file_line_column() {
-    let dir = repo().join("tests/cards/bad");
     let mut zoo = zoo();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("corpus")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    let mut cases = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).expect("read");
-        let expect = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# expect: "))
-            .expect("expect line");
-        match zoo.add_file(file) {
-            Ok(id) => cases.push((file.clone(), id, expect.to_string(), None)),
-            Err(e) => cases.push((file.clone(), String::new(), expect.to_string(), Some(e))),
-        }
-    }
-    assert!(cases.len() >= 15);
+    let corpus = zoo_tests::bad_cards();
+    assert!(corpus.len() >= 15);
+    // Load every file first: some extend each other.
+    let loaded: Vec<_> = corpus.iter().map(|bad| zoo.add_file(&bad.path)).collect();
     let mut failures = Vec::new();
-    for (file, id, expect, load_err) in cases {
-        let err: CardErrors = match load_err {
-            Some(e) => e,
-            None => zoo
+    for (bad, loaded) in corpus.iter().zip(loaded) {
+        let err: CardErrors = match loaded {
+            Err(e) => e,
+            Ok(id) => zoo
                 .resolve(&id)
-                .expect_err(&format!("{} must be rejected", file.display())),
+                .expect_err(&format!("{} must be rejected", bad.path.display())),
         };
-        let (loc, rest) = expect.split_once(' ').expect("location then message");
-        let (msg, help) = match rest.split_once(" | ") {
-            Some((m, h)) => (m, Some(h)),
-            None => (rest, None),
-        };
-        let (want_file, want_loc) = match loc.rsplitn(3, ':').collect::<Vec<_>>().as_slice() {
-            [col, line, f] => (PathBuf::from(f), format!("{line}:{col}")),
-            _ => (file.clone(), loc.to_string()),
-        };
+        let msg = bad.message.as_str();
         let found = err
             .0
             .iter()
@@ -147,24 +123,28 @@ fn bad_card_corpus_points_at_file_line_column() {
         let Some(e) = found else {
             failures.push(format!(
                 "{}: no error containing {msg:?} in:\n{err}",
-                file.display()
+                bad.path.display()
             ));
             continue;
         };
         let at =
             e.at.map(|a| format!("{}:{}", a.line, a.col))
                 .unwrap_or_default();
-        if at != want_loc || !e.file.ends_with(&want_file) {
+        if at != bad.line_col || !e.file.ends_with(&bad.file) {
             failures.push(format!(
-                "{}: want {}:{want_loc}, got {e}",
-                file.display(),
-                want_file.display()
+                "{}: want {}:{}, got {e}",
+                bad.path.display(),
+                bad.file,
+                bad.line_col
             ));
         }
-        if let Some(help) = help {
+        if let Some(help) = &bad.help {
             let got = e.help.as_deref().unwrap_or("");
-            if !got.contains(help) {
-                failures.push(format!("{}: help {got:?} lacks {help:?}", file.display()));
+            if !got.contains(help.as_str()) {
+                failures.push(format!(
+                    "{}: help {got:?} lacks {help:?}",
+                    bad.path.display()
+                ));
             }
         }
     }

@@ -38,8 +38,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List { json } => list(&cli.zoo, json),
         Command::Show { card, json } => show(&cli.zoo, &card, json),
         Command::Validate { files, json } => validate(&cli.zoo, &files, json),
-        Command::Forward { card, weights, input, output, device, dtype } => {
-            let dtype = if dtype == "f64" { DType::F64 } else { DType::F32 };
+        Command::Forward {
+            card,
+            weights,
+            input,
+            output,
+            device,
+            dtype,
+        } => {
+            let dtype = if dtype == "f64" {
+                DType::F64
+            } else {
+                DType::F32
+            };
             forward(&cli.zoo, &card, &weights, &input, &output, &device, dtype)
         }
     }
@@ -64,7 +75,12 @@ fn list(root: &Path, json: bool) -> Result<()> {
             Ok(card) => {
                 let params = describe(&card)?.iter().map(|r| r.params).sum();
                 rows.push(ListRow {
-                    base: card.extends.iter().find(|e| !e.starts_with("mixins/")).cloned().unwrap_or_else(|| "-".into()),
+                    base: card
+                        .extends
+                        .iter()
+                        .find(|e| !e.starts_with("mixins/"))
+                        .cloned()
+                        .unwrap_or_else(|| "-".into()),
                     attention: attention_summary(&card),
                     params,
                     input: format!("{0}x{1}x{1}", card.input.channels, card.input.size),
@@ -80,7 +96,9 @@ fn list(root: &Path, json: bool) -> Result<()> {
         writeln!(out)?;
     } else {
         let mut table = Table::new(&rows);
-        table.with(Style::rounded()).modify(Columns::one(3), Alignment::right());
+        table
+            .with(Style::rounded())
+            .modify(Columns::one(3), Alignment::right());
         writeln!(out, "{table}")?;
     }
     if !errors.is_empty() {
@@ -95,7 +113,11 @@ fn attention_summary(card: &Card) -> String {
         .stages
         .iter()
         .flat_map(|s| s.attention.iter().map(move |a| (a.kind, s.name.as_str())))
-        .chain(card.head_attention.iter().map(|a| (a.kind, zoo_card::HEAD_SITE)));
+        .chain(
+            card.head_attention
+                .iter()
+                .map(|a| (a.kind, zoo_card::HEAD_SITE)),
+        );
     let mut groups: Vec<(zoo_card::AttentionKind, Vec<&str>)> = Vec::new();
     for (kind, site) in sites {
         match groups.iter_mut().find(|(k, _)| *k == kind) {
@@ -145,7 +167,15 @@ fn show(root: &Path, id: &str, json: bool) -> Result<()> {
             macs: u64,
         }
         let card: serde_yaml::Value = serde_yaml::from_str(&yaml)?;
-        serde_json::to_writer_pretty(&mut out, &Shown { card, layers: &rows, params, macs })?;
+        serde_json::to_writer_pretty(
+            &mut out,
+            &Shown {
+                card,
+                layers: &rows,
+                params,
+                macs,
+            },
+        )?;
         writeln!(out)?;
         return Ok(());
     }
@@ -155,15 +185,27 @@ fn show(root: &Path, id: &str, json: bool) -> Result<()> {
         .map(|r| ShowRow {
             layer: r.name.clone(),
             kind: r.kind.clone(),
-            output: r.out_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+            output: r
+                .out_shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x"),
             params: r.params,
             macs: r.macs,
         })
         .collect();
     let mut table = Table::new(&table_rows);
-    table.with(Style::rounded()).modify(Columns::new(3..5), Alignment::right());
+    table
+        .with(Style::rounded())
+        .modify(Columns::new(3..5), Alignment::right());
     writeln!(out, "{table}")?;
-    writeln!(out, "total: {} parameters, {:.3} GMACs per image", count(&params), macs as f64 / 1e9)?;
+    writeln!(
+        out,
+        "total: {} parameters, {:.3} GMACs per image",
+        count(&params),
+        macs as f64 / 1e9
+    )?;
     Ok(())
 }
 
@@ -185,7 +227,11 @@ fn validate(root: &Path, files: &[std::path::PathBuf], json: bool) -> Result<()>
     };
     let mut ok = Vec::new();
     for id in &ids {
-        let result = if id.starts_with("mixins/") { zoo.check_partial(id) } else { zoo.resolve(id).map(|_| ()) };
+        let result = if id.starts_with("mixins/") {
+            zoo.check_partial(id)
+        } else {
+            zoo.resolve(id).map(|_| ())
+        };
         match result {
             Ok(()) => ok.push(id.clone()),
             Err(e) => errors.extend(e.0),
@@ -248,8 +294,12 @@ fn forward(
         }
     }
     let tensors = CheckedTensors::load(weights, &device).map_err(|e| user(e.to_string()))?;
-    let model = ZooModel::new(&card, tensors.var_builder(dtype, &device), &SeededRng::new(0))
-        .map_err(|e| user(e.to_string()))?;
+    let model = ZooModel::new(
+        &card,
+        tensors.var_builder(dtype, &device),
+        &SeededRng::new(0),
+    )
+    .map_err(|e| user(e.to_string()))?;
     let unused = tensors.unused();
     if !unused.is_empty() {
         return Err(user(format!(
@@ -260,10 +310,17 @@ fn forward(
         )));
     }
     let logits = model.forward_t(&xs, false)?;
-    let map: HashMap<String, Tensor> = [("logits".to_string(), logits.to_device(&Device::Cpu)?)].into();
-    write_atomic(output, |tmp| candle_core::safetensors::save(&map, tmp).map_err(Into::into))
-        .with_context(|| format!("writing {}", output.display()))?;
-    eprintln!("wrote logits {:?} to {}", map["logits"].dims(), output.display());
+    let map: HashMap<String, Tensor> =
+        [("logits".to_string(), logits.to_device(&Device::Cpu)?)].into();
+    write_atomic(output, |tmp| {
+        candle_core::safetensors::save(&map, tmp).map_err(Into::into)
+    })
+    .with_context(|| format!("writing {}", output.display()))?;
+    eprintln!(
+        "wrote logits {:?} to {}",
+        map["logits"].dims(),
+        output.display()
+    );
     Ok(())
 }
 
@@ -287,8 +344,14 @@ fn parse_device(s: &str) -> Result<Device> {
 /// Writes through a temporary file in the same directory, then renames: a crash never leaves a
 /// half-written result where a complete one is expected.
 fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let file_name = path.file_name().ok_or_else(|| user(format!("{} is not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| user(format!("{} is not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(Into::into));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -301,7 +364,7 @@ fn count(n: &u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -95,7 +95,7 @@ fn check_common(spec: &AttentionModule, channels: usize) -> Result<()> {
 
 /// Checks an odd, non-zero kernel (timm asserts it; an even kernel cannot keep the size).
 fn check_odd_kernel(spec: &AttentionModule) -> Result<()> {
-    if spec.kernel == 0 || spec.kernel % 2 == 0 {
+    if spec.kernel == 0 || spec.kernel.is_multiple_of(2) {
         candle_core::bail!(
             "attention `{}`: kernel {} must be odd",
             spec.kind.as_str(),

@@ -135,7 +135,7 @@ impl SpatialAttn {
         let k = self.conv.kernel();
         let descriptor = 2 * macs::reduce(c, h, w);
         let logits = match &self.fusion {
-            None => macs::conv2d(2, 1, k, k, h * w),
+            None => macs::conv2d(2, 1, k, k, h.saturating_mul(w)),
             Some(ms) => ms.macs(h, w, k),
         };
         descriptor + logits
