@@ -95,10 +95,7 @@ pub fn bad_cards() -> Vec<BadCard> {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     paths.sort();
-    paths
-        .into_iter()
-        .map(|path| parse_expectation(path))
-        .collect()
+    paths.into_iter().map(parse_expectation).collect()
 }
 
 fn parse_expectation(path: PathBuf) -> BadCard {

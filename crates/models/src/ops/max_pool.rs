@@ -88,11 +88,11 @@ impl MaxPool2d {
         let mut best = T::NEG_INF;
         let mut best_idx = i0 * p.w + j0;
         for i in i0..i1 {
-            let row = &plane[i * p.w..(i + 1) * p.w];
-            for (j, &v) in row.iter().enumerate().take(j1).skip(j0) {
+            let base = i * p.w;
+            for (j, &v) in (j0..j1).zip(&plane[base + j0..base + j1]) {
                 if v > best || v.is_nan() {
                     best = v;
-                    best_idx = i * p.w + j;
+                    best_idx = base + j;
                 }
             }
         }
