@@ -1,0 +1,225 @@
+//! Batches on a Candle device, prepared ahead on a background thread so the model does not wait
+//! for decoding and augmentation. One producer thread per epoch fills a bounded channel (depth
+//! `prefetch`); inside a batch, images are prepared in parallel with rayon. Every random choice is
+//! a function of (seed, epoch, index), so the batches do not depend on thread scheduling.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+
+use crate::augment::{shuffle_rng, Augment};
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+
+/// How a [`Loader`] batches a dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderOptions {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Visit the images in a new random order every epoch.
+    pub shuffle: bool,
+    /// Leave out a last batch smaller than `batch_size`.
+    pub drop_last: bool,
+    /// Augmentation (none for evaluation).
+    pub augment: Augment,
+    /// Seed for shuffling and augmentation.
+    pub seed: u64,
+    /// Batches prepared ahead of the consumer (the channel depth).
+    pub prefetch: usize,
+}
+
+impl LoaderOptions {
+    /// Training defaults: shuffle, drop the ragged last batch, the given augmentation.
+    pub fn train(batch_size: usize, augment: Augment, seed: u64) -> Self {
+        LoaderOptions {
+            batch_size,
+            shuffle: true,
+            drop_last: true,
+            augment,
+            seed,
+            prefetch: 3,
+        }
+    }
+
+    /// Evaluation: every image once, in order, no augmentation.
+    pub fn eval(batch_size: usize) -> Self {
+        LoaderOptions {
+            batch_size,
+            shuffle: false,
+            drop_last: false,
+            augment: Augment::default(),
+            seed: 0,
+            prefetch: 3,
+        }
+    }
+}
+
+/// One batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// f32 `(B, 3, H, W)`, normalised with the dataset card's mean and std.
+    pub images: Tensor,
+    /// u32 `(B)` class indices.
+    pub labels: Tensor,
+    /// Dataset indices of the images, in batch order.
+    pub indices: Vec<usize>,
+}
+
+/// Turns a [`Dataset`] into batches of tensors.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    dataset: Arc<Dataset>,
+    opts: LoaderOptions,
+    device: Device,
+}
+
+impl Loader {
+    /// A loader over `dataset` producing tensors on `device`.
+    pub fn new(
+        dataset: impl Into<Arc<Dataset>>,
+        opts: LoaderOptions,
+        device: Device,
+    ) -> Result<Self> {
+        if opts.batch_size == 0 {
+            return Err(Error::Config("batch size must be at least 1".into()));
+        }
+        opts.augment.validate()?;
+        Ok(Loader {
+            dataset: dataset.into(),
+            opts,
+            device,
+        })
+    }
+
+    /// The dataset.
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// The options.
+    pub fn options(&self) -> &LoaderOptions {
+        &self.opts
+    }
+
+    /// Batches per epoch.
+    pub fn len(&self) -> usize {
+        let (n, b) = (self.dataset.len(), self.opts.batch_size);
+        if self.opts.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
+    }
+
+    /// Whether an epoch yields no batch.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The order in which `epoch` visits the dataset.
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        if self.opts.shuffle {
+            order.shuffle(&mut shuffle_rng(self.opts.seed, epoch));
+        }
+        order
+    }
+
+    /// The batches of `epoch`, prepared in the background. Dropping the iterator early stops the
+    /// producer.
+    pub fn epoch(&self, epoch: u64) -> Epoch {
+        let mut order = self.order(epoch);
+        order.truncate(self.len() * self.opts.batch_size);
+        let (tx, rx) = sync_channel(self.opts.prefetch.max(1));
+        let (ds, opts, device) = (self.dataset.clone(), self.opts.clone(), self.device.clone());
+        let handle = std::thread::spawn(move || {
+            for indices in order.chunks(opts.batch_size) {
+                let batch = make_batch(&ds, &opts, &device, epoch, indices);
+                let failed = batch.is_err();
+                // A send error means the consumer is gone: stop quietly.
+                if tx.send(batch).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Epoch {
+            rx: Some(rx),
+            handle: Some(handle),
+            remaining: self.len(),
+        }
+    }
+}
+
+fn make_batch(
+    ds: &Dataset,
+    opts: &LoaderOptions,
+    device: &Device,
+    epoch: u64,
+    indices: &[usize],
+) -> Result<Batch> {
+    let s = ds.image_size();
+    let per = 3 * s * s;
+    let mut data = vec![0f32; indices.len() * per];
+    let labels: Vec<u32> = data
+        .par_chunks_mut(per)
+        .zip(indices.par_iter())
+        .map(|(out, &i)| ds.sample(i, &opts.augment, opts.seed, epoch, out))
+        .collect::<Result<_>>()?;
+    let b = indices.len();
+    Ok(Batch {
+        images: Tensor::from_vec(data, (b, 3, s, s), device)?,
+        labels: Tensor::from_vec(labels, b, device)?,
+        indices: indices.to_vec(),
+    })
+}
+
+/// The batches of one epoch (see [`Loader::epoch`]).
+#[derive(Debug)]
+pub struct Epoch {
+    rx: Option<Receiver<Result<Batch>>>,
+    handle: Option<JoinHandle<()>>,
+    remaining: usize,
+}
+
+impl Iterator for Epoch {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rx = self.rx.as_ref()?;
+        match rx.recv() {
+            Ok(item) => {
+                self.remaining = self.remaining.saturating_sub(1);
+                if item.is_err() {
+                    self.rx = None; // the producer stopped after an error
+                }
+                Some(item)
+            }
+            Err(_) => {
+                self.rx = None;
+                // The producer hung up: finished normally, or panicked.
+                match self.handle.take().map(|h| h.join()) {
+                    Some(Err(_)) => Some(Err(Error::Worker("producer thread panicked".into()))),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+impl Drop for Epoch {
+    fn drop(&mut self) {
+        // Drop the receiver first so a producer blocked on a full channel wakes and exits.
+        self.rx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
