@@ -4,3 +4,4 @@
 mod cli;
 mod parity;
 mod registry;
+mod train;

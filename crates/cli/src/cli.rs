@@ -12,6 +12,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "ZOO_CARDS", default_value = "zoo")]
     pub zoo: PathBuf,
 
+    /// Directory of dataset cards.
+    #[arg(long, global = true, env = "ZOO_DATASETS", default_value = "datasets")]
+    pub datasets: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,4 +65,79 @@ pub enum Command {
         #[arg(long, default_value = "f32", value_parser = ["f32", "f64"])]
         dtype: String,
     },
+    /// Train a card on its recipe's dataset; checkpoints and metrics go to the run directory.
+    Train {
+        /// Card name.
+        card: String,
+        #[command(flatten)]
+        args: TrainArgs,
+    },
+    /// Evaluate weights on a dataset split: top-1, top-5, loss, per-class accuracy.
+    Eval(EvalArgs),
+}
+
+/// Where data comes from and where it is computed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// Data root (default: `$ZOO_DATA`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Device: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Use only this many images of each split, evenly spread (quick runs).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// `zoo train`'s overrides of the card's recipe and run options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Dataset card name or file (default: the recipe's).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Epochs (default: the recipe's).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Batch size (default: the recipe's).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Peak learning rate (default: the recipe's).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed (default: the recipe's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run directory (default: `runs/CARD`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue from the run directory's last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `zoo eval`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Card name.
+    pub card: String,
+    /// Weights (safetensors, e.g. `runs/CARD/checkpoint/weights.safetensors`).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Dataset card name or file (default: the card's recipe's).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Split (default: `test`, else `val`).
+    #[arg(long)]
+    pub split: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Machine-readable output (with the confusion matrix).
+    #[arg(long)]
+    pub json: bool,
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod train;
 mod verbs;
 
 fn main() -> ExitCode {

@@ -29,7 +29,7 @@ impl fmt::Display for UserError {
 
 impl std::error::Error for UserError {}
 
-fn user(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn user(msg: impl Into<String>) -> anyhow::Error {
     UserError(msg.into()).into()
 }
 
@@ -53,6 +53,8 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             forward(&cli.zoo, &card, &weights, &input, &output, &device, dtype)
         }
+        Command::Train { card, args } => crate::train::train(&cli.zoo, &cli.datasets, &card, &args),
+        Command::Eval(args) => crate::train::eval(&cli.zoo, &cli.datasets, &args),
     }
 }
 
@@ -324,7 +326,7 @@ fn forward(
     Ok(())
 }
 
-fn parse_device(s: &str) -> Result<Device> {
+pub(crate) fn parse_device(s: &str) -> Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),
         _ => {

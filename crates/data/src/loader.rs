@@ -30,6 +30,9 @@ pub struct LoaderOptions {
     pub seed: u64,
     /// Batches prepared ahead of the consumer (the channel depth).
     pub prefetch: usize,
+    /// Use only this many images, evenly spread over the dataset (`--limit`, for quick runs):
+    /// image `i * len / limit` for `i < limit`, so a class-ordered folder keeps every class.
+    pub limit: Option<usize>,
 }
 
 impl LoaderOptions {
@@ -42,6 +45,7 @@ impl LoaderOptions {
             augment,
             seed,
             prefetch: 3,
+            limit: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl LoaderOptions {
             augment: Augment::default(),
             seed: 0,
             prefetch: 3,
+            limit: None,
         }
     }
 }
@@ -105,9 +110,25 @@ impl Loader {
         &self.opts
     }
 
+    /// The images an epoch visits, before shuffling.
+    fn images(&self) -> Vec<usize> {
+        let n = self.dataset.len();
+        match self.opts.limit {
+            Some(limit) if limit < n => (0..limit).map(|i| i * n / limit).collect(),
+            _ => (0..n).collect(),
+        }
+    }
+
+    /// Images per epoch (all, or `limit`).
+    pub fn images_per_epoch(&self) -> usize {
+        self.opts
+            .limit
+            .map_or(self.dataset.len(), |l| l.min(self.dataset.len()))
+    }
+
     /// Batches per epoch.
     pub fn len(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.opts.batch_size);
+        let (n, b) = (self.images_per_epoch(), self.opts.batch_size);
         if self.opts.drop_last {
             n / b
         } else {
@@ -122,7 +143,7 @@ impl Loader {
 
     /// The order in which `epoch` visits the dataset.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        let mut order = self.images();
         if self.opts.shuffle {
             order.shuffle(&mut shuffle_rng(self.opts.seed, epoch));
         }
@@ -209,8 +230,10 @@ impl Iterator for Epoch {
         }
     }
 
+    /// Exact unless a batch fails: the epoch then ends early, after yielding the error (which
+    /// consumers such as the trainer treat as fatal).
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.remaining))
+        (self.remaining, Some(self.remaining))
     }
 }
 

@@ -1,0 +1,254 @@
+//! `zoo train` and `zoo eval`: card + dataset card -> loaders -> trainer / evaluation.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::DType;
+use zoo_card::{Card, Optimizer, Recipe, Zoo};
+use zoo_data::{Dataset, DatasetCard, Loader, LoaderOptions, OpenOptions};
+use zoo_models::init::{SeededRng, SeededVarMap};
+use zoo_models::weights::CheckedTensors;
+use zoo_models::ZooModel;
+use zoo_train::{evaluate, Trainer};
+
+use crate::cli::{DataArgs, EvalArgs, TrainArgs};
+use crate::verbs::{parse_device, user};
+
+/// The evaluation split: `test` when the dataset has one, else `val`.
+fn eval_split(card: &DatasetCard) -> &'static str {
+    if card.splits.contains_key("test") {
+        "test"
+    } else {
+        "val"
+    }
+}
+
+/// A dataset card by name (`datasets/<name>.yaml`) or by path.
+fn dataset_card(datasets: &Path, name: &str) -> Result<DatasetCard> {
+    let path = if name.ends_with(".yaml") || name.ends_with(".yml") {
+        PathBuf::from(name)
+    } else {
+        datasets.join(format!("{name}.yaml"))
+    };
+    if !path.exists() {
+        return Err(user(format!(
+            "no dataset card {} (the shipped ones are in {}/)",
+            path.display(),
+            datasets.display()
+        )));
+    }
+    DatasetCard::from_file(&path).map_err(|e| user(e.to_string()))
+}
+
+fn open(card: &DatasetCard, split: &str, data: &DataArgs) -> Result<Dataset> {
+    let opts = OpenOptions {
+        data_root: data.data.clone(),
+        cache_dir: None,
+        use_cache: true,
+    };
+    let ds = Dataset::open(card, split, &opts).map_err(|e| user(e.to_string()))?;
+    let report = ds.report();
+    eprintln!(
+        "{} {split}: {} images from {}{}",
+        card.name,
+        ds.len(),
+        report.source.display(),
+        if report.from_cache { " (cached)" } else { "" }
+    );
+    Ok(ds)
+}
+
+/// The recipe with the command line's overrides applied.
+fn recipe(card: &Card, args: &TrainArgs) -> Result<Recipe> {
+    let mut recipe = card.recipe.clone().ok_or_else(|| {
+        user(format!(
+            "card `{}` has no `recipe`; add one (see zoo/alexnet-cifar.yaml) to train it",
+            card.name
+        ))
+    })?;
+    if let Some(epochs) = args.epochs {
+        recipe.epochs = epochs;
+    }
+    if let Some(batch) = args.batch {
+        recipe.batch = batch;
+    }
+    if let Some(seed) = args.seed {
+        recipe.seed = seed;
+    }
+    if let Some(new_lr) = args.lr {
+        match &mut recipe.optimizer {
+            Optimizer::Sgd { lr, .. } | Optimizer::Adamw { lr, .. } => *lr = new_lr,
+        }
+    }
+    if let Some(dataset) = &args.dataset {
+        recipe.dataset = dataset.clone();
+    }
+    if recipe.epochs == 0 || recipe.batch == 0 {
+        return Err(user("epochs and batch must be at least 1"));
+    }
+    Ok(recipe)
+}
+
+fn augment(recipe: &Recipe) -> zoo_data::Augment {
+    let a = &recipe.augment;
+    zoo_data::Augment {
+        pad_crop: a.pad_crop,
+        hflip: a.hflip,
+        random_resized_crop: a.random_resized_crop,
+        lighting: a.lighting,
+    }
+}
+
+/// `zoo train`.
+pub fn train(root: &Path, datasets: &Path, id: &str, args: &TrainArgs) -> Result<()> {
+    let card = Zoo::open(root)?.resolve(id)?;
+    let recipe = recipe(&card, args)?;
+    let dcard = dataset_card(datasets, &recipe.dataset)?;
+    if dcard.image_size != card.input.size {
+        return Err(user(format!(
+            "dataset `{}` has {}x{} images but card `{id}` takes {}x{}",
+            dcard.name, dcard.image_size, dcard.image_size, card.input.size, card.input.size
+        )));
+    }
+    let device = parse_device(&args.data.device)?;
+    let train_set = open(&dcard, "train", &args.data)?;
+    let eval_set = open(&dcard, eval_split(&dcard), &args.data)?;
+    let mut train_opts = LoaderOptions::train(recipe.batch, augment(&recipe), recipe.seed);
+    train_opts.limit = args.data.limit;
+    let mut eval_opts = LoaderOptions::eval(recipe.batch.max(256));
+    eval_opts.limit = args.data.limit;
+    let train_loader = Loader::new(train_set, train_opts, device.clone())?;
+    let eval_loader = Loader::new(eval_set, eval_opts, device.clone())?;
+    if train_loader.is_empty() {
+        return Err(user(format!(
+            "no full batch of {} in {} training images: lower --batch",
+            recipe.batch,
+            train_loader.images_per_epoch()
+        )));
+    }
+
+    let run_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(id));
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("creating run directory {}", run_dir.display()))?;
+    let vars = SeededVarMap::new(recipe.seed);
+    let vb_vars = vars.clone();
+    let build_card = card.clone();
+    let build_device = device.clone();
+    let epochs = recipe.epochs;
+    let mut trainer = Trainer::new(&vars, recipe, id, &run_dir, move |rng: &SeededRng| {
+        ZooModel::new(
+            &build_card,
+            vb_vars.var_builder(DType::F32, &build_device),
+            rng,
+        )
+    })?
+    .quiet(args.quiet);
+    if args.resume {
+        if trainer.resume()? {
+            eprintln!(
+                "resuming {} after epoch {}",
+                run_dir.display(),
+                trainer.state().epoch
+            );
+        } else {
+            eprintln!("no checkpoint in {}: starting afresh", run_dir.display());
+        }
+    } else if zoo_train::Checkpoint::latest(&run_dir).is_some() {
+        return Err(user(format!(
+            "{} already holds a checkpoint: pass --resume to continue it, or --out elsewhere",
+            run_dir.display()
+        )));
+    }
+    let batches = |loader: &Loader, epoch: usize| {
+        loader.epoch(epoch as u64).map(|b| {
+            b.map(|b| (b.images, b.labels))
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        })
+    };
+    let metrics = trainer.fit_with_eval(
+        |epoch| batches(&train_loader, epoch),
+        |epoch| batches(&eval_loader, epoch),
+    )?;
+    let last = metrics.last().cloned();
+    let weights = run_dir
+        .join("checkpoint")
+        .join(zoo_train::checkpoint::WEIGHTS);
+    if let Some(m) = last {
+        eprintln!(
+            "trained `{id}` for {epochs} epochs: eval top-1 {:.2}%; weights in {}",
+            100.0 * m.eval_top1.unwrap_or(f64::NAN),
+            weights.display()
+        );
+    }
+    Ok(())
+}
+
+/// `zoo eval`.
+pub fn eval(root: &Path, datasets: &Path, args: &EvalArgs) -> Result<()> {
+    let (id, data) = (args.card.as_str(), &args.data);
+    let card = Zoo::open(root)?.resolve(id)?;
+    let name = match (args.dataset.as_deref(), &card.recipe) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(r)) => r.dataset.clone(),
+        (None, None) => {
+            return Err(user(format!(
+                "card `{id}` names no dataset: pass --dataset"
+            )))
+        }
+    };
+    let dcard = dataset_card(datasets, &name)?;
+    let split = args.split.as_deref().unwrap_or_else(|| eval_split(&dcard));
+    let device = parse_device(&data.device)?;
+    let set = open(&dcard, split, data)?;
+    let classes = set.classes().len();
+    if classes != card.classes {
+        return Err(user(format!(
+            "dataset `{}` has {classes} classes but card `{id}` predicts {}",
+            dcard.name, card.classes
+        )));
+    }
+    let tensors = CheckedTensors::load(&args.weights, &device).map_err(|e| user(e.to_string()))?;
+    let model = ZooModel::new(
+        &card,
+        tensors.var_builder(DType::F32, &device),
+        &SeededRng::new(0),
+    )
+    .map_err(|e| user(e.to_string()))?;
+    let mut opts = LoaderOptions::eval(256);
+    opts.limit = data.limit;
+    let loader = Loader::new(set, opts, device)?;
+    let batches = loader.epoch(0).map(|b| {
+        b.map(|b| (b.images, b.labels))
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    });
+    let report = evaluate(&model, batches, classes)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{id} on {} {split}: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  ({} images, {:.0} img/s)",
+        dcard.name,
+        100.0 * report.top1,
+        100.0 * report.top5,
+        report.loss,
+        report.images,
+        report.images as f64 / report.seconds.max(1e-9)
+    )?;
+    for (name, acc) in loader
+        .dataset()
+        .classes()
+        .iter()
+        .zip(&report.per_class_accuracy)
+    {
+        writeln!(out, "  {name:<12} {:6.2}%", 100.0 * acc)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! `zoo train` and `zoo eval` through the real binary, on a small subset of the real CIFAR-10.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use zoo_tests::repo_root;
+
+fn zoo() -> Command {
+    let mut cmd = Command::cargo_bin("zoo").expect("the zoo binary is built");
+    cmd.current_dir(repo_root()).env_remove("ZOO_CARDS");
+    cmd
+}
+
+/// The real data root, or `None` (with a note) when `ZOO_DATA` is unset. Set but missing is a
+/// failure, never a skip.
+fn real_data() -> Option<std::path::PathBuf> {
+    let root = std::env::var_os("ZOO_DATA")?;
+    let root = repo_root().join(root);
+    let cifar = root.join("cifar10");
+    assert!(
+        cifar.is_dir(),
+        "ZOO_DATA is set but {} does not exist",
+        cifar.display()
+    );
+    Some(root)
+}
+
+#[test]
+fn train_one_epoch_on_real_cifar_then_eval() -> anyhow::Result<()> {
+    let Some(data) = real_data() else {
+        eprintln!("note: ZOO_DATA unset; skipping the real-data training test");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let run = dir.path().join("run");
+    let train = || {
+        let mut cmd = zoo();
+        cmd.args([
+            "train",
+            "alexnet-cifar",
+            "--epochs",
+            "1",
+            "--limit",
+            "256",
+            "--batch",
+            "64",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .arg("--quiet")
+        .env("ZOO_CACHE", dir.path().join("cache"));
+        cmd
+    };
+    train()
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("eval top-1"));
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl"))?;
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 1);
+    let epoch = &lines[0];
+    for key in [
+        "train_loss",
+        "train_acc",
+        "eval_top1",
+        "eval_top5",
+        "images_per_second",
+    ] {
+        assert!(
+            epoch[key].as_f64().is_some_and(f64::is_finite),
+            "{key} in {epoch}"
+        );
+    }
+    // A second run into the same directory must not overwrite it silently.
+    train()
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--resume"));
+
+    let weights = run.join("checkpoint/weights.safetensors");
+    let out = zoo()
+        .args([
+            "eval",
+            "alexnet-cifar",
+            "--limit",
+            "256",
+            "--json",
+            "--weights",
+        ])
+        .arg(&weights)
+        .arg("--data")
+        .arg(&data)
+        .env("ZOO_CACHE", dir.path().join("cache"))
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["images"], 256);
+    assert_eq!(
+        report["per_class_accuracy"].as_array().map(Vec::len),
+        Some(10)
+    );
+    let top1 = report["top1"].as_f64().unwrap_or(-1.0);
+    let top5 = report["top5"].as_f64().unwrap_or(-1.0);
+    assert!((0.0..=1.0).contains(&top1) && top5 >= top1, "{report}");
+    // The trainer's own evaluation of the same images agrees with `zoo eval`.
+    let trained = epoch["eval_top1"].as_f64().unwrap_or(-1.0);
+    assert!(
+        (trained - top1).abs() < 1e-9,
+        "train said {trained}, eval says {top1}"
+    );
+    Ok(())
+}
+
+#[test]
+fn missing_data_says_where_it_looked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    zoo()
+        .args(["train", "alexnet-cifar", "--epochs", "1", "--quiet"])
+        .arg("--data")
+        .arg(dir.path().join("nowhere"))
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nowhere").and(predicate::str::contains("cifar")));
+}
