@@ -169,7 +169,16 @@ impl ModuleT for ZooModel {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let mut xs = xs.clone();
         for stage in &self.stages {
-            xs = stage.conv.forward(&xs)?.relu()?;
+            let (conv, cfg) = (&stage.conv, stage.conv.config());
+            xs = ops::conv2d(
+                &xs,
+                conv.weight(),
+                conv.bias(),
+                cfg.stride,
+                cfg.padding,
+                cfg.groups,
+            )?
+            .relu()?;
             if let Some(l) = &stage.lrn {
                 xs = ops::lrn(&xs, l.size, l.alpha_per_sum(), l.beta, l.k)?;
             }

@@ -9,11 +9,15 @@
 //! an error. No CUDA kernel exists yet: on a CUDA tensor the ops return Candle's "no cuda
 //! implementation" error.
 
+mod conv;
+#[cfg(test)]
+mod conv_tests;
 mod lrn;
 mod max_pool;
 #[cfg(test)]
 mod tests;
 
+pub use conv::{conv2d, Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, COL_BUDGET};
 pub use lrn::{lrn, lrn_slow, Lrn, LrnBackward};
 pub use max_pool::{max_pool2d, max_pool2d_slow, MaxPool2d, MaxPool2dBackward};
 

@@ -1,0 +1,570 @@
+//! 2-D convolution for the CPU as im2col + large matmuls, with its own backward.
+//!
+//! Candle 0.11's stock CPU `conv2d` backward computes the input gradient with
+//! `conv_transpose2d`, a direct loop that took about half of each AlexNet training step at batch
+//! 128, and the weight gradient with a second `conv2d` whose kernel is the whole output plane.
+//!
+//! Here the forward pass is the custom op [`Conv2d`] over `(input, weight)`. It walks the batch
+//! in chunks of images; for each chunk it unfolds the input (im2col) into a column matrix
+//! `(Cin * kh * kw, images * Ho * Wo)` whose row `(c, i, j)` holds channel `c` shifted by kernel
+//! offset `(i, j)` at every output position of every image in the chunk, multiplies
+//! `weight (Cout, Cin * kh * kw) x col` (one matmul per group, on Candle's CPU matmul, i.e. the
+//! `gemm` crate, multi-threaded) and scatters the `(Cout, images * Ho * Wo)` product into the
+//! `(B, Cout, Ho, Wo)` output.
+//!
+//! Several images per matmul keep the GEMMs large even where an image has few output positions
+//! (AlexNet's 7x7 and 13x13 layers). Chunking bounds the column matrix to [`COL_BUDGET`]
+//! elements: nothing batch-sized is allocated besides the output, the buffers stay small enough
+//! for the allocator to reuse instead of mapping fresh (page-faulting) memory on every call, and
+//! nothing is kept between the passes: the backward re-unfolds the input.
+//!
+//! The backward is two more custom ops, chunked the same way: [`Conv2dBackwardWeight`] over
+//! `(input, grad_output)` sums `grad_out (Cout, n) x col^T` over chunks; [`Conv2dBackwardInput`]
+//! over `(weight, grad_output)` computes `weight^T x grad_out` and folds it back (col2im) into
+//! the input gradient, summing overlapping windows. The input gradient is skipped when the input
+//! is not part of the graph (the first layer's data). The bias is added outside the op, so
+//! Candle's autograd differentiates it.
+//!
+//! Everything runs on the CPU for `f32` and `f64`; for other dtypes or a non-CPU device
+//! [`conv2d`] falls back to Candle's stock `Tensor::conv2d`.
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor,
+};
+use rayon::prelude::*;
+
+use super::{contiguous_slice, Real};
+
+/// Most elements one chunk's column matrix may hold (8 MiB of `f32`): large enough for GEMMs
+/// with over a thousand columns at AlexNet's shapes, small enough to be reused by the allocator
+/// rather than freshly mapped each time.
+pub const COL_BUDGET: usize = 1 << 21;
+
+/// Convolution geometry: kernel `kh x kw`, `stride`, zero `padding` (the same on both sides and
+/// both axes) and `groups`. As a [`CustomOp2`] it maps `(input (B, Cin, H, W), weight (Cout,
+/// Cin / groups, kh, kw))` to `(B, Cout, Ho, Wo)`; build it with [`Conv2d::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2d {
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    col_budget: usize,
+}
+
+/// The sizes of one call: `b` images of `c` input channels, `h x w` in, `ho x wo` out, `c_out`
+/// output channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Dims {
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    c_out: usize,
+}
+
+impl Dims {
+    /// Output positions per image.
+    fn l(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// The same sizes for a chunk of `b` images.
+    fn with_batch(&self, b: usize) -> Self {
+        Self { b, ..*self }
+    }
+}
+
+/// The output indices `o` in `[0, o_len)` whose input index `o * stride + off - padding` lies in
+/// `[0, n)`, as a half-open range (empty when none does).
+#[inline]
+fn valid(o_len: usize, n: usize, off: usize, stride: usize, padding: usize) -> (usize, usize) {
+    let lo = padding.saturating_sub(off).div_ceil(stride);
+    let hi = (n + padding)
+        .saturating_sub(off)
+        .div_ceil(stride)
+        .min(o_len);
+    (lo.min(hi), hi)
+}
+
+/// Runs `f` on the elements of a contiguous CPU tensor.
+fn with_slice<T: Real, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => Ok(f(contiguous_slice::<T>(cpu, layout, "conv2d")?)),
+        _ => bail!("conv2d: expected a CPU tensor"),
+    }
+}
+
+impl Conv2d {
+    /// Checks `kh, kw >= 1`, `stride >= 1` and `groups >= 1`.
+    pub fn new(kh: usize, kw: usize, stride: usize, padding: usize, groups: usize) -> Result<Self> {
+        if kh == 0 || kw == 0 {
+            bail!("conv2d: kernel {kh}x{kw} must be at least 1x1")
+        }
+        if stride == 0 {
+            bail!("conv2d: stride must be >= 1")
+        }
+        if groups == 0 {
+            bail!("conv2d: groups must be >= 1")
+        }
+        Ok(Self {
+            kh,
+            kw,
+            stride,
+            padding,
+            groups,
+            col_budget: COL_BUDGET,
+        })
+    }
+
+    /// The same convolution with chunks of at most `elements` column-matrix elements (at least
+    /// one image per chunk) instead of [`COL_BUDGET`]; results do not depend on it.
+    pub fn with_col_budget(self, elements: usize) -> Self {
+        Self {
+            col_budget: elements,
+            ..self
+        }
+    }
+
+    /// Output side for an input side `n` and kernel side `k`: `(n + 2p - k) / s + 1`, an error
+    /// when it would be 0.
+    fn out_size(&self, n: usize, k: usize) -> Result<usize> {
+        let padded = n + 2 * self.padding;
+        if n == 0 || padded < k {
+            bail!(
+                "conv2d: input side {n} with padding {} is smaller than the kernel side {k}",
+                self.padding
+            )
+        }
+        Ok((padded - k) / self.stride + 1)
+    }
+
+    /// Output height and width for an `h x w` input.
+    pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        Ok((self.out_size(h, self.kh)?, self.out_size(w, self.kw)?))
+    }
+
+    /// Checks an input shape `(B, Cin, H, W)` against a weight shape `(Cout, Cin / groups, kh,
+    /// kw)` and this geometry.
+    fn dims(&self, x: &Shape, weight: &Shape) -> Result<Dims> {
+        let (b, c, h, w) = x.dims4()?;
+        let (c_out, c_in_g, kh, kw) = weight.dims4()?;
+        let g = self.groups;
+        if c == 0 || c_out == 0 {
+            bail!("conv2d: input {x:?} and weight {weight:?} must have at least one channel")
+        }
+        if (kh, kw) != (self.kh, self.kw) {
+            bail!(
+                "conv2d: weight {weight:?} does not have a {}x{} kernel",
+                self.kh,
+                self.kw
+            )
+        }
+        if c % g != 0 || c_out % g != 0 {
+            bail!("conv2d: groups {g} must divide Cin {c} and Cout {c_out}")
+        }
+        if c_in_g * g != c {
+            bail!(
+                "conv2d: weight {weight:?} expects {} input channels, the input has {c}",
+                c_in_g * g
+            )
+        }
+        let (ho, wo) = self.out_hw(h, w)?;
+        Ok(Dims {
+            b,
+            c,
+            h,
+            w,
+            ho,
+            wo,
+            c_out,
+        })
+    }
+
+    /// Column-matrix rows per group (`Cin / groups * kh * kw`).
+    fn kk(&self, d: &Dims) -> usize {
+        d.c / self.groups * self.kh * self.kw
+    }
+
+    /// Images per chunk: as many as fit the column budget, at least one.
+    fn chunk(&self, d: &Dims) -> usize {
+        let per_image = d.c * self.kh * self.kw * d.l();
+        (self.col_budget / per_image.max(1)).clamp(1, d.b.max(1))
+    }
+
+    /// Unfolds `xs` (the chunk's `d.b` images) into the column matrix `(Cin * kh * kw, d.b *
+    /// Ho * Wo)`, in parallel over rows: a row is one `(channel, i, j)` covering every image, so
+    /// each task writes one contiguous stretch. Padding entries stay 0.
+    fn unfold<T: Real>(&self, xs: &[T], d: &Dims) -> Vec<T> {
+        let (s, p) = (self.stride, self.padding);
+        let (plane, l) = (d.h * d.w, d.l());
+        let (kk, n) = (self.kh * self.kw, d.b * l);
+        let mut col = vec![T::ZERO; d.c * kk * n];
+        col.par_chunks_mut(n).enumerate().for_each(|(row, dst)| {
+            let (ci, i, j) = (row / kk, (row / self.kw) % self.kh, row % self.kw);
+            let (oh0, oh1) = valid(d.ho, d.h, i, s, p);
+            let (ow0, ow1) = valid(d.wo, d.w, j, s, p);
+            // First input column the valid outputs read (non-negative by choice of ow0).
+            let w0 = ow0 * s + j - p;
+            for (bi, dst_b) in dst.chunks_exact_mut(l).enumerate() {
+                let src = &xs[(bi * d.c + ci) * plane..][..plane];
+                for oh in oh0..oh1 {
+                    let src_row = &src[(oh * s + i - p) * d.w..][..d.w];
+                    let dst_row = &mut dst_b[oh * d.wo + ow0..oh * d.wo + ow1];
+                    if s == 1 {
+                        dst_row.copy_from_slice(&src_row[w0..w0 + (ow1 - ow0)]);
+                    } else {
+                        for (v, &x) in dst_row.iter_mut().zip(src_row[w0..].iter().step_by(s)) {
+                            *v = x;
+                        }
+                    }
+                }
+            }
+        });
+        col
+    }
+
+    /// The adjoint of [`Self::unfold`]: adds every column-matrix entry into the input position
+    /// it was read from, writing the chunk's input gradient `dx` (zeroed by the caller).
+    /// Parallel over the `d.b * Cin` input planes, so no two tasks write the same element.
+    fn fold<T: Real>(&self, gcol: &[T], d: &Dims, dx: &mut [T]) {
+        let (s, p) = (self.stride, self.padding);
+        let (plane, l) = (d.h * d.w, d.l());
+        let n = d.b * l;
+        dx.par_chunks_mut(plane).enumerate().for_each(|(idx, dst)| {
+            let (bi, ci) = (idx / d.c, idx % d.c);
+            for i in 0..self.kh {
+                let (oh0, oh1) = valid(d.ho, d.h, i, s, p);
+                for j in 0..self.kw {
+                    let (ow0, ow1) = valid(d.wo, d.w, j, s, p);
+                    let w0 = ow0 * s + j - p;
+                    let row = (ci * self.kh + i) * self.kw + j;
+                    let src = &gcol[row * n + bi * l..][..l];
+                    for oh in oh0..oh1 {
+                        let src_row = &src[oh * d.wo + ow0..oh * d.wo + ow1];
+                        let dst_row = &mut dst[(oh * s + i - p) * d.w..][..d.w];
+                        for (v, &g) in dst_row[w0..].iter_mut().step_by(s).zip(src_row) {
+                            *v += g;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The chunk's column matrix as a `(groups, kk, n)` tensor: group `g`'s input channels are
+    /// a contiguous block of rows, so the groups are a batch of independent matmuls.
+    fn col_tensor<T: Real>(&self, xs: &[T], d: &Dims) -> Result<Tensor> {
+        let col = self.unfold(xs, d);
+        Tensor::from_vec(col, (self.groups, self.kk(d), d.b * d.l()), &Device::Cpu)
+    }
+
+    fn fwd_typed<T: Real>(&self, xs: &[T], ws: &[T], d: &Dims) -> Result<Vec<T>> {
+        let (l, c_out) = (d.l(), d.c_out);
+        let wt = Tensor::from_slice(
+            ws,
+            (self.groups, c_out / self.groups, self.kk(d)),
+            &Device::Cpu,
+        )?;
+        let nb = self.chunk(d);
+        let mut ys = vec![T::ZERO; d.b * c_out * l];
+        let in_image = d.c * d.h * d.w;
+        for (k, y) in ys.chunks_mut(nb * c_out * l).enumerate() {
+            let dc = d.with_batch(y.len() / (c_out * l));
+            let x = &xs[k * nb * in_image..][..dc.b * in_image];
+            // (groups, Cout / groups, n), i.e. (Cout, n) with column bi * l + o for image bi.
+            let out = wt.matmul(&self.col_tensor(x, &dc)?)?;
+            let n = dc.b * l;
+            with_slice::<T, _>(&out, |o| {
+                y.par_chunks_mut(c_out * l)
+                    .enumerate()
+                    .for_each(|(bi, y_img)| {
+                        for (co, y_ch) in y_img.chunks_exact_mut(l).enumerate() {
+                            y_ch.copy_from_slice(&o[co * n + bi * l..][..l]);
+                        }
+                    })
+            })?;
+        }
+        Ok(ys)
+    }
+
+    /// The chunk's output gradient `(b, Cout, Ho, Wo)` as a `(groups, Cout / groups, b * Ho *
+    /// Wo)` tensor, the layout the column matrix has.
+    fn grad_tensor<T: Real>(&self, grad: &[T], d: &Dims) -> Result<Tensor> {
+        let (l, n) = (d.l(), d.b * d.l());
+        let mut gt = vec![T::ZERO; d.c_out * n];
+        gt.par_chunks_mut(n).enumerate().for_each(|(co, row)| {
+            for (bi, dst) in row.chunks_exact_mut(l).enumerate() {
+                dst.copy_from_slice(&grad[(bi * d.c_out + co) * l..][..l]);
+            }
+        });
+        Tensor::from_vec(gt, (self.groups, d.c_out / self.groups, n), &Device::Cpu)
+    }
+
+    fn grad_input_typed<T: Real>(&self, ws: &[T], grad: &[T], d: &Dims) -> Result<Vec<T>> {
+        let (l, c_out) = (d.l(), d.c_out);
+        // weight^T per group, (groups, kk, Cout / groups), made contiguous once for all chunks.
+        let wt = Tensor::from_slice(
+            ws,
+            (self.groups, c_out / self.groups, self.kk(d)),
+            &Device::Cpu,
+        )?
+        .transpose(1, 2)?
+        .contiguous()?;
+        let nb = self.chunk(d);
+        let in_image = d.c * d.h * d.w;
+        let mut dx = vec![T::ZERO; d.b * in_image];
+        for (k, dx_chunk) in dx.chunks_mut(nb * in_image).enumerate() {
+            let dc = d.with_batch(dx_chunk.len() / in_image);
+            let g = &grad[k * nb * c_out * l..][..dc.b * c_out * l];
+            let gcol = wt.matmul(&self.grad_tensor(g, &dc)?)?;
+            with_slice::<T, _>(&gcol, |gc| self.fold(gc, &dc, dx_chunk))?;
+        }
+        Ok(dx)
+    }
+
+    fn grad_weight_typed<T: Real>(&self, xs: &[T], grad: &[T], d: &Dims) -> Result<Vec<T>> {
+        let (l, c_out) = (d.l(), d.c_out);
+        let nb = self.chunk(d);
+        let in_image = d.c * d.h * d.w;
+        let mut acc: Option<Tensor> = None;
+        for b0 in (0..d.b).step_by(nb) {
+            let dc = d.with_batch(nb.min(d.b - b0));
+            let x = &xs[b0 * in_image..][..dc.b * in_image];
+            let g = &grad[b0 * c_out * l..][..dc.b * c_out * l];
+            let col = self.col_tensor(x, &dc)?;
+            // (groups, Cout / groups, n) x (groups, n, kk): the transposed view is read in place.
+            let part = self.grad_tensor(g, &dc)?.matmul(&col.transpose(1, 2)?)?;
+            acc = Some(match acc {
+                Some(a) => (a + part)?,
+                None => part,
+            });
+        }
+        match acc {
+            Some(a) => a.flatten_all()?.to_vec1::<T>(),
+            None => Ok(vec![T::ZERO; c_out * self.kk(d)]),
+        }
+    }
+}
+
+/// Dispatches a typed kernel over two CPU storages of the same float dtype.
+macro_rules! dispatch2 {
+    ($op:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let $a = contiguous_slice::<f32>($s1, $l1, $op)?;
+                let $b = contiguous_slice::<f32>($s2, $l2, $op)?;
+                f32::to_storage($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let $a = contiguous_slice::<f64>($s1, $l1, $op)?;
+                let $b = contiguous_slice::<f64>($s2, $l2, $op)?;
+                f64::to_storage($body)
+            }
+            (a, b) => bail!(
+                "{}: unsupported dtypes {:?}/{:?} (f32 or f64, equal)",
+                $op,
+                a.dtype(),
+                b.dtype()
+            ),
+        }
+    };
+}
+
+impl CustomOp2 for Conv2d {
+    fn name(&self) -> &'static str {
+        "zoo-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = self.dims(l1.shape(), l2.shape())?;
+        let out = dispatch2!("conv2d", s1, l1, s2, l2, |xs, ws| self
+            .fwd_typed(xs, ws, &d)?);
+        Ok((out, Shape::from((d.b, d.c_out, d.ho, d.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        // Data fed to the first layer is neither a variable nor computed from one: its gradient
+        // would be thrown away.
+        let dx = if x.track_op() {
+            let (_, _, h, w) = x.dims4()?;
+            let op = Conv2dBackwardInput { conv: *self, h, w };
+            Some(weight.contiguous()?.apply_op2_no_bwd(&grad, &op)?)
+        } else {
+            None
+        };
+        let dw = if weight.track_op() {
+            let op = Conv2dBackwardWeight { conv: *self };
+            Some(x.contiguous()?.apply_op2_no_bwd(&grad, &op)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// Checks that `grad` has the shape [`Conv2d`] gives for input `x` and `weight`.
+fn check_grad(x: &Shape, d: &Dims, grad: &Layout, op: &str) -> Result<()> {
+    if grad.shape().dims() != [d.b, d.c_out, d.ho, d.wo] {
+        bail!(
+            "{op}: grad shape {:?}, expected {:?} for input {x:?}",
+            grad.shape(),
+            (d.b, d.c_out, d.ho, d.wo)
+        )
+    }
+    Ok(())
+}
+
+/// Input gradient of [`Conv2d`], as a custom op over `(weight, grad_output (B, Cout, Ho, Wo))`
+/// returning `(B, Cin, h, w)`; the input side lengths are stored because the output shape does
+/// not determine them when the stride skips trailing rows or columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dBackwardInput {
+    /// The forward convolution.
+    pub conv: Conv2d,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+}
+
+impl CustomOp2 for Conv2dBackwardInput {
+    fn name(&self) -> &'static str {
+        "zoo-conv2d-backward-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c_in_g, _, _) = l1.shape().dims4()?;
+        let (b, _, _, _) = l2.shape().dims4()?;
+        let x = Shape::from((b, c_in_g * self.conv.groups, self.h, self.w));
+        let d = self.conv.dims(&x, l1.shape())?;
+        check_grad(&x, &d, l2, "conv2d backward (input)")?;
+        let out = dispatch2!("conv2d backward (input)", s1, l1, s2, l2, |ws, g| {
+            self.conv.grad_input_typed(ws, g, &d)?
+        });
+        Ok((out, x))
+    }
+}
+
+/// Weight gradient of [`Conv2d`], as a custom op over `(input (B, Cin, H, W), grad_output (B,
+/// Cout, Ho, Wo))` returning `(Cout, Cin / groups, kh, kw)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dBackwardWeight {
+    /// The forward convolution.
+    pub conv: Conv2d,
+}
+
+impl CustomOp2 for Conv2dBackwardWeight {
+    fn name(&self) -> &'static str {
+        "zoo-conv2d-backward-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let c = &self.conv;
+        let (_, c_in, _, _) = l1.shape().dims4()?;
+        let (_, c_out, _, _) = l2.shape().dims4()?;
+        if c_in % c.groups != 0 {
+            bail!(
+                "conv2d backward (weight): groups {} must divide Cin {c_in}",
+                c.groups
+            )
+        }
+        let w = Shape::from((c_out, c_in / c.groups, c.kh, c.kw));
+        let d = c.dims(l1.shape(), &w)?;
+        check_grad(l1.shape(), &d, l2, "conv2d backward (weight)")?;
+        let out = dispatch2!("conv2d backward (weight)", s1, l1, s2, l2, |xs, g| {
+            c.grad_weight_typed(xs, g, &d)?
+        });
+        Ok((out, w))
+    }
+}
+
+/// 2-D convolution (cross-correlation, as PyTorch and Candle define it) of `xs (B, Cin, H, W)`
+/// with `weight (Cout, Cin / groups, kh, kw)`, plus an optional `bias (Cout)`.
+///
+/// Returns `(B, Cout, Ho, Wo)`, contiguous, with `Ho = (H + 2 * padding - kh) / stride + 1`
+/// (likewise `Wo`). Differentiable in all three arguments. On the CPU for `f32`/`f64` it runs as
+/// chunked im2col + matmul (see the module docs); otherwise it is Candle's stock
+/// `Tensor::conv2d`.
+///
+/// Errors, never panics, unless: both tensors are rank 4 with the same dtype, `stride >= 1`,
+/// `groups >= 1` divides both `Cin` and `Cout`, `weight`'s second dimension is `Cin / groups`,
+/// the padded input is at least the kernel, and `bias` (if any) has shape `(Cout)`.
+pub fn conv2d(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    if xs.rank() != 4 {
+        bail!(
+            "conv2d: expected an input (B, Cin, H, W), got shape {:?}",
+            xs.shape()
+        )
+    }
+    if weight.rank() != 4 {
+        bail!(
+            "conv2d: expected a weight (Cout, Cin / groups, kh, kw), got shape {:?}",
+            weight.shape()
+        )
+    }
+    if xs.dtype() != weight.dtype() {
+        bail!(
+            "conv2d: input dtype {:?} differs from weight dtype {:?}",
+            xs.dtype(),
+            weight.dtype()
+        )
+    }
+    let (_, _, kh, kw) = weight.dims4()?;
+    let op = Conv2d::new(kh, kw, stride, padding, groups)?;
+    let d = op.dims(xs.shape(), weight.shape())?;
+    if let Some(bias) = bias {
+        if bias.dims() != [d.c_out] {
+            bail!(
+                "conv2d: bias shape {:?}, expected ({})",
+                bias.shape(),
+                d.c_out
+            )
+        }
+    }
+    let ys = if xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64) {
+        xs.contiguous()?.apply_op2(&weight.contiguous()?, op)?
+    } else {
+        xs.conv2d(weight, padding, stride, 1, groups)?
+    };
+    match bias {
+        Some(bias) => ys.broadcast_add(&bias.reshape((1, d.c_out, 1, 1))?),
+        None => Ok(ys),
+    }
+}

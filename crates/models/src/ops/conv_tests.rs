@@ -1,0 +1,335 @@
+//! [`conv2d`] against Candle's stock `conv2d` and its autograd, finite differences, and argument
+//! errors.
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{conv2d, Conv2d};
+
+/// Uniform values in `[-1, 1)`.
+fn uniform(dims: &[usize], seed: u64, dt: DType) -> Result<Tensor> {
+    let n = dims.iter().product::<usize>();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f64> = (0..n).map(|_| 2.0 * rng.random::<f64>() - 1.0).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu)?.to_dtype(dt)
+}
+
+/// `max |a - b| / max(max |b|, 1e-30)`: an error relative to the reference's scale, so that
+/// entries that cancel to nearly 0 do not demand more than the precision allows.
+fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let a = a.to_dtype(DType::F64)?;
+    let b = b.to_dtype(DType::F64)?;
+    let diff = (&a - &b)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f64>()?;
+    let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+    Ok(diff / scale.max(1e-30))
+}
+
+/// One convolution: input `(b, c_in, h, w)`, `c_out` filters of `kh x kw`.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    b: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn case(
+    b: usize,
+    c_in: usize,
+    (h, w): (usize, usize),
+    c_out: usize,
+    (kh, kw): (usize, usize),
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> Case {
+    Case {
+        b,
+        c_in,
+        h,
+        w,
+        c_out,
+        kh,
+        kw,
+        stride,
+        padding,
+        groups,
+    }
+}
+
+/// Candle 0.11.1's stock backward takes the input gradient's `output_padding` from the height
+/// alone, so it fails when `(H + 2p - kh) % stride != (W + 2p - kw) % stride`; the cases keep
+/// those equal, and [`finite_differences_f64`] covers the unequal case.
+const CASES: [Case; 12] = [
+    case(1, 3, (7, 9), 4, (3, 3), 1, 1, 1),
+    case(3, 3, (11, 13), 5, (5, 5), 2, 2, 1),
+    case(3, 4, (13, 11), 6, (3, 3), 2, 0, 2),
+    case(1, 3, (23, 27), 4, (11, 11), 4, 2, 1),
+    case(3, 6, (9, 9), 4, (1, 1), 1, 0, 2),
+    case(3, 3, (8, 10), 2, (2, 3), 1, 1, 1),
+    case(3, 3, (5, 5), 2, (5, 5), 1, 0, 1),
+    case(2, 3, (6, 10), 3, (3, 3), 4, 2, 1),
+    case(1, 3, (3, 3), 2, (5, 5), 1, 2, 1),
+    case(3, 2, (15, 15), 4, (5, 5), 1, 2, 2),
+    case(1, 3, (17, 19), 6, (5, 3), 2, 1, 1),
+    case(3, 4, (31, 27), 4, (11, 11), 4, 0, 2),
+];
+
+/// Output and the gradients of `L = sum(conv(x, w, bias) * r)` for a fixed random `r`, either
+/// through [`conv2d`] (`fast`) or through stock `conv2d` + `broadcast_add`.
+fn run(c: &Case, dt: DType, fast: bool) -> Result<[Tensor; 4]> {
+    let x = Var::from_tensor(&uniform(&[c.b, c.c_in, c.h, c.w], 1, dt)?)?;
+    let wt = uniform(&[c.c_out, c.c_in / c.groups, c.kh, c.kw], 2, dt)?;
+    let w = Var::from_tensor(&wt)?;
+    let bias = Var::from_tensor(&uniform(&[c.c_out], 3, dt)?)?;
+    let y = if fast {
+        conv2d(
+            x.as_tensor(),
+            w.as_tensor(),
+            Some(bias.as_tensor()),
+            c.stride,
+            c.padding,
+            c.groups,
+        )?
+    } else {
+        x.as_tensor()
+            .conv2d(w.as_tensor(), c.padding, c.stride, 1, c.groups)?
+            .broadcast_add(&bias.as_tensor().reshape((1, c.c_out, 1, 1))?)?
+    };
+    let r = uniform(y.dims(), 4, dt)?;
+    let grads = (&y * &r)?.sum_all()?.backward()?;
+    let grad = |v: &Var| match grads.get(v.as_tensor()) {
+        Some(g) => Ok(g.clone()),
+        None => candle_core::bail!("no gradient"),
+    };
+    Ok([y.clone(), grad(&x)?, grad(&w)?, grad(&bias)?])
+}
+
+fn check_against_stock(dt: DType, tol: f64) -> Result<()> {
+    for c in &CASES {
+        let fast = run(c, dt, true)?;
+        let stock = run(c, dt, false)?;
+        for (name, (f, s)) in ["output", "grad x", "grad w", "grad bias"]
+            .iter()
+            .zip(fast.iter().zip(&stock))
+        {
+            let err = rel_err(f, s)?;
+            assert!(
+                err <= tol,
+                "{dt:?} {c:?}: {name} relative error {err:e} > {tol:e}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn matches_stock_f32() -> Result<()> {
+    check_against_stock(DType::F32, 1e-4)
+}
+
+#[test]
+fn matches_stock_f64() -> Result<()> {
+    check_against_stock(DType::F64, 1e-10)
+}
+
+/// AlexNet-cifar's first layer shape, small batch: the input is data, not a variable, so only
+/// the weight gets a gradient (and the column fold is skipped).
+#[test]
+fn untracked_input_weight_grad() -> Result<()> {
+    let x = uniform(&[2, 3, 32, 32], 5, DType::F32)?;
+    let w = Var::from_tensor(&uniform(&[8, 3, 5, 5], 6, DType::F32)?)?;
+    let fast = conv2d(&x, w.as_tensor(), None, 1, 2, 1)?;
+    let stock = x.conv2d(w.as_tensor(), 2, 1, 1, 1)?;
+    assert!(rel_err(&fast, &stock)? <= 1e-5);
+    let r = uniform(fast.dims(), 7, DType::F32)?;
+    let gf = (&fast * &r)?.sum_all()?.backward()?;
+    let gs = (&stock * &r)?.sum_all()?.backward()?;
+    match (gf.get(w.as_tensor()), gs.get(w.as_tensor())) {
+        (Some(a), Some(b)) => assert!(rel_err(a, b)? <= 1e-4),
+        _ => panic!("missing weight gradient"),
+    }
+    Ok(())
+}
+
+/// A strided (non-contiguous) input gives the same result as its contiguous copy.
+#[test]
+fn strided_input() -> Result<()> {
+    let x = uniform(&[2, 3, 9, 7], 8, DType::F64)?.transpose(2, 3)?;
+    let w = uniform(&[4, 3, 3, 3], 9, DType::F64)?;
+    let a = conv2d(&x, &w, None, 2, 1, 1)?;
+    let b = conv2d(&x.contiguous()?, &w, None, 2, 1, 1)?;
+    assert!(rel_err(&a, &b)? <= 1e-12);
+    Ok(())
+}
+
+/// Dtypes other than `f32`/`f64` (here `f16`) take the stock path, with the same results.
+#[test]
+fn other_dtype_falls_back() -> Result<()> {
+    let x = uniform(&[1, 3, 6, 6], 10, DType::F16)?;
+    let w = uniform(&[2, 3, 3, 3], 11, DType::F16)?;
+    let a = conv2d(&x, &w, None, 1, 1, 1)?;
+    let b = x.conv2d(&w, 1, 1, 1, 1)?;
+    assert_eq!(rel_err(&a, &b)?, 0.0);
+    Ok(())
+}
+
+/// Central differences of `L = sum(conv(x, w, b) * r)` (linear in each argument, so exact up
+/// to rounding) against the autograd gradients of x, w and bias.
+#[test]
+fn finite_differences_f64() -> Result<()> {
+    let dt = DType::F64;
+    let (stride, padding) = (2, 1);
+    let xs = uniform(&[1, 2, 4, 5], 12, dt)?;
+    let ws = uniform(&[3, 2, 3, 3], 13, dt)?;
+    let bs = uniform(&[3], 14, dt)?;
+    let out_dims = conv2d(&xs, &ws, Some(&bs), stride, padding, 1)?
+        .dims()
+        .to_vec();
+    let r = uniform(&out_dims, 15, dt)?;
+    let loss = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<f64> {
+        (conv2d(x, w, Some(b), stride, padding, 1)? * &r)?
+            .sum_all()?
+            .to_scalar::<f64>()
+    };
+    let (x, w, b) = (
+        Var::from_tensor(&xs)?,
+        Var::from_tensor(&ws)?,
+        Var::from_tensor(&bs)?,
+    );
+    let y = conv2d(
+        x.as_tensor(),
+        w.as_tensor(),
+        Some(b.as_tensor()),
+        stride,
+        padding,
+        1,
+    )?;
+    let grads = (y * &r)?.sum_all()?.backward()?;
+    let eps = 1e-6;
+    for which in 0..3 {
+        let base = [&xs, &ws, &bs][which];
+        let var = [&x, &w, &b][which];
+        let Some(g) = grads.get(var.as_tensor()) else {
+            panic!("no gradient for argument {which}")
+        };
+        let g = g.flatten_all()?.to_vec1::<f64>()?;
+        let v = base.flatten_all()?.to_vec1::<f64>()?;
+        for i in 0..v.len() {
+            let bump = |d: f64| -> Result<f64> {
+                let mut u = v.clone();
+                u[i] += d;
+                let t = Tensor::from_vec(u, base.dims(), &Device::Cpu)?;
+                let mut args = [xs.clone(), ws.clone(), bs.clone()];
+                args[which] = t;
+                loss(&args[0], &args[1], &args[2])
+            };
+            let fd = (bump(eps)? - bump(-eps)?) / (2.0 * eps);
+            assert!(
+                (fd - g[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
+                "argument {which} element {i}: finite difference {fd} vs autograd {}",
+                g[i]
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_arguments_are_errors() -> Result<()> {
+    let dt = DType::F32;
+    let x = uniform(&[2, 4, 8, 8], 16, dt)?;
+    let w = uniform(&[6, 4, 3, 3], 17, dt)?;
+    let w2 = uniform(&[6, 2, 3, 3], 18, dt)?;
+    let bias = uniform(&[6], 19, dt)?;
+    // Sanity: the valid calls succeed, so the failures below are about the one bad argument.
+    conv2d(&x, &w, Some(&bias), 1, 1, 1)?;
+    conv2d(&x, &w2, None, 1, 1, 2)?;
+    let bad: Vec<(&str, Result<Tensor>)> = vec![
+        ("rank-3 input", conv2d(&x.get(0)?, &w, None, 1, 1, 1)),
+        (
+            "rank-3 weight",
+            conv2d(&x, &w.flatten(2, 3)?, None, 1, 1, 1),
+        ),
+        ("channel mismatch", conv2d(&x, &w2, None, 1, 1, 1)),
+        ("groups 0", conv2d(&x, &w, None, 1, 1, 0)),
+        (
+            "groups not dividing Cin",
+            conv2d(&x, &uniform(&[6, 1, 3, 3], 20, dt)?, None, 1, 1, 3),
+        ),
+        (
+            "groups not dividing Cout",
+            conv2d(&x, &uniform(&[5, 2, 3, 3], 21, dt)?, None, 1, 1, 2),
+        ),
+        ("stride 0", conv2d(&x, &w, None, 0, 1, 1)),
+        (
+            "kernel larger than input",
+            conv2d(&x, &uniform(&[6, 4, 11, 11], 22, dt)?, None, 1, 1, 1),
+        ),
+        (
+            "bias shape",
+            conv2d(&x, &w, Some(&uniform(&[5], 23, dt)?), 1, 1, 1),
+        ),
+        (
+            "no input channels",
+            conv2d(
+                &x.narrow(1, 0, 0)?,
+                &uniform(&[6, 0, 3, 3], 24, dt)?,
+                None,
+                1,
+                1,
+                1,
+            ),
+        ),
+        (
+            "no output channels",
+            conv2d(&x, &w.narrow(0, 0, 0)?, None, 1, 1, 1),
+        ),
+        (
+            "dtype mismatch",
+            conv2d(&x, &w.to_dtype(DType::F64)?, None, 1, 1, 1),
+        ),
+    ];
+    for (what, r) in bad {
+        assert!(r.is_err(), "{what}: expected an error");
+    }
+    Ok(())
+}
+
+/// Chunking the batch (one image per chunk, and 2 + 2 + 1 images) changes nothing.
+#[test]
+fn chunked_batch_matches_stock() -> Result<()> {
+    let dt = DType::F64;
+    let c = case(5, 4, (9, 9), 6, (3, 3), 2, 1, 2);
+    let per_image = c.c_in * c.kh * c.kw * 5 * 5;
+    let stock = run(&c, dt, false)?;
+    for budget in [1, 2 * per_image + 1] {
+        let x = Var::from_tensor(&uniform(&[c.b, c.c_in, c.h, c.w], 1, dt)?)?;
+        let w = Var::from_tensor(&uniform(&[c.c_out, c.c_in / c.groups, c.kh, c.kw], 2, dt)?)?;
+        let op = Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?.with_col_budget(budget);
+        let y = x.as_tensor().apply_op2(w.as_tensor(), op)?;
+        let r = uniform(y.dims(), 4, dt)?;
+        let grads = (&y * &r)?.sum_all()?.backward()?;
+        let bias = uniform(&[c.c_out], 3, dt)?.reshape((1, c.c_out, 1, 1))?;
+        assert!(rel_err(&y.broadcast_add(&bias)?, &stock[0])? <= 1e-12);
+        for (v, s) in [(&x, &stock[1]), (&w, &stock[2])] {
+            let Some(g) = grads.get(v.as_tensor()) else {
+                panic!("no gradient")
+            };
+            assert!(rel_err(g, s)? <= 1e-12, "budget {budget}");
+        }
+    }
+    Ok(())
+}
