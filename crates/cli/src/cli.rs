@@ -74,6 +74,17 @@ pub enum Command {
     },
     /// Evaluate weights on a dataset split: top-1, top-5, loss, per-class accuracy.
     Eval(EvalArgs),
+    /// Train, evaluate and measure cards (`all`, or names); results go to OUT/<dataset>/.
+    Bench(BenchArgs),
+    /// Render reports/<dataset>/report.md from stored results (runs nothing).
+    Report {
+        /// Reports directory.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+    /// One card of `zoo bench`, in its own process (used by `zoo bench`).
+    #[command(hide = true)]
+    BenchCard(BenchCardArgs),
 }
 
 /// Where data comes from and where it is computed.
@@ -140,4 +151,57 @@ pub struct EvalArgs {
     /// Machine-readable output (with the confusion matrix).
     #[arg(long)]
     pub json: bool,
+}
+
+/// How much training a benchmark does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// One epoch on a subset: `bench all` within about 30 minutes on 2 cores.
+    Quick,
+    /// Each card's full recipe.
+    Full,
+}
+
+impl Profile {
+    /// The name stored with results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Quick => "quick",
+            Profile::Full => "full",
+        }
+    }
+}
+
+/// `zoo bench`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// `all`, or card names.
+    #[arg(required = true)]
+    pub cards: Vec<String>,
+    /// Training budget.
+    #[arg(long, value_enum, default_value = "quick")]
+    pub profile: Profile,
+    /// Rerun cards that already have results for this profile.
+    #[arg(long)]
+    pub force: bool,
+    /// Reports directory.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `zoo bench-card`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchCardArgs {
+    /// Card name.
+    pub card: String,
+    /// Training budget.
+    #[arg(long, value_enum, default_value = "quick")]
+    pub profile: Profile,
+    /// Where to write the result (JSON).
+    #[arg(long)]
+    pub result: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
 }

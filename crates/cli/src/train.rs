@@ -10,7 +10,7 @@ use zoo_data::{Dataset, DatasetCard, Loader, LoaderOptions, OpenOptions};
 use zoo_models::init::{SeededRng, SeededVarMap};
 use zoo_models::weights::CheckedTensors;
 use zoo_models::ZooModel;
-use zoo_train::{evaluate, Trainer};
+use zoo_train::{evaluate, EpochMetrics, Trainer};
 
 use crate::cli::{DataArgs, EvalArgs, TrainArgs};
 use crate::verbs::{parse_device, user};
@@ -25,7 +25,7 @@ fn eval_split(card: &DatasetCard) -> &'static str {
 }
 
 /// A dataset card by name (`datasets/<name>.yaml`) or by path.
-fn dataset_card(datasets: &Path, name: &str) -> Result<DatasetCard> {
+pub(crate) fn dataset_card(datasets: &Path, name: &str) -> Result<DatasetCard> {
     let path = if name.ends_with(".yaml") || name.ends_with(".yml") {
         PathBuf::from(name)
     } else {
@@ -60,7 +60,7 @@ fn open(card: &DatasetCard, split: &str, data: &DataArgs) -> Result<Dataset> {
 }
 
 /// The recipe with the command line's overrides applied.
-fn recipe(card: &Card, args: &TrainArgs) -> Result<Recipe> {
+pub(crate) fn recipe(card: &Card, args: &TrainArgs) -> Result<Recipe> {
     let mut recipe = card.recipe.clone().ok_or_else(|| {
         user(format!(
             "card `{}` has no `recipe`; add one (see zoo/alexnet-cifar.yaml) to train it",
@@ -100,24 +100,70 @@ fn augment(recipe: &Recipe) -> zoo_data::Augment {
     }
 }
 
+/// One training run, fully specified (what `zoo train` and `zoo bench` hand the trainer).
+pub(crate) struct TrainRun {
+    pub card: Card,
+    pub recipe: Recipe,
+    pub dataset: DatasetCard,
+    pub data: DataArgs,
+    pub train_limit: Option<usize>,
+    pub eval_limit: Option<usize>,
+    pub run_dir: PathBuf,
+    pub quiet: bool,
+    pub resume: bool,
+}
+
 /// `zoo train`.
 pub fn train(root: &Path, datasets: &Path, id: &str, args: &TrainArgs) -> Result<()> {
     let card = Zoo::open(root)?.resolve(id)?;
     let recipe = recipe(&card, args)?;
-    let dcard = dataset_card(datasets, &recipe.dataset)?;
+    let dataset = dataset_card(datasets, &recipe.dataset)?;
+    let run = TrainRun {
+        recipe,
+        dataset,
+        data: args.data.clone(),
+        train_limit: args.data.limit,
+        eval_limit: args.data.limit,
+        run_dir: args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(id)),
+        quiet: args.quiet,
+        resume: args.resume,
+        card,
+    };
+    let metrics = run_training(&run)?;
+    if let Some(m) = metrics.last() {
+        eprintln!(
+            "trained `{id}` for {} epochs: eval top-1 {:.2}%; weights in {}",
+            m.epoch,
+            100.0 * m.eval_top1.unwrap_or(f64::NAN),
+            run.run_dir
+                .join("checkpoint")
+                .join(zoo_train::checkpoint::WEIGHTS)
+                .display()
+        );
+    }
+    Ok(())
+}
+
+/// Trains `run.card` on `run.dataset`, evaluating after every epoch; returns the per-epoch
+/// metrics (those of earlier epochs too, when resuming).
+pub(crate) fn run_training(run: &TrainRun) -> Result<Vec<EpochMetrics>> {
+    let (card, recipe, dcard, id) = (&run.card, &run.recipe, &run.dataset, run.card.name.as_str());
     if dcard.image_size != card.input.size {
         return Err(user(format!(
             "dataset `{}` has {}x{} images but card `{id}` takes {}x{}",
             dcard.name, dcard.image_size, dcard.image_size, card.input.size, card.input.size
         )));
     }
-    let device = parse_device(&args.data.device)?;
-    let train_set = open(&dcard, "train", &args.data)?;
-    let eval_set = open(&dcard, eval_split(&dcard), &args.data)?;
-    let mut train_opts = LoaderOptions::train(recipe.batch, augment(&recipe), recipe.seed);
-    train_opts.limit = args.data.limit;
+    let device = parse_device(&run.data.device)?;
+    let train_set = open(dcard, "train", &run.data)?;
+    let eval_set = open(dcard, eval_split(dcard), &run.data)?;
+    let mut train_opts = LoaderOptions::train(recipe.batch, augment(recipe), recipe.seed);
+    train_opts.limit = run.train_limit;
     let mut eval_opts = LoaderOptions::eval(recipe.batch.max(256));
-    eval_opts.limit = args.data.limit;
+    eval_opts.limit = run.eval_limit;
     let train_loader = Loader::new(train_set, train_opts, device.clone())?;
     let eval_loader = Loader::new(eval_set, eval_opts, device.clone())?;
     if train_loader.is_empty() {
@@ -128,26 +174,26 @@ pub fn train(root: &Path, datasets: &Path, id: &str, args: &TrainArgs) -> Result
         )));
     }
 
-    let run_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(id));
-    std::fs::create_dir_all(&run_dir)
+    let run_dir = &run.run_dir;
+    std::fs::create_dir_all(run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
     let vars = SeededVarMap::new(recipe.seed);
-    let vb_vars = vars.clone();
-    let build_card = card.clone();
-    let build_device = device.clone();
-    let epochs = recipe.epochs;
-    let mut trainer = Trainer::new(&vars, recipe, id, &run_dir, move |rng: &SeededRng| {
-        ZooModel::new(
-            &build_card,
-            vb_vars.var_builder(DType::F32, &build_device),
-            rng,
-        )
-    })?
-    .quiet(args.quiet);
-    if args.resume {
+    let (vb_vars, build_card, build_device) = (vars.clone(), card.clone(), device.clone());
+    let mut trainer = Trainer::new(
+        &vars,
+        recipe.clone(),
+        id,
+        run_dir,
+        move |rng: &SeededRng| {
+            ZooModel::new(
+                &build_card,
+                vb_vars.var_builder(DType::F32, &build_device),
+                rng,
+            )
+        },
+    )?
+    .quiet(run.quiet);
+    if run.resume {
         if trainer.resume()? {
             eprintln!(
                 "resuming {} after epoch {}",
@@ -157,7 +203,7 @@ pub fn train(root: &Path, datasets: &Path, id: &str, args: &TrainArgs) -> Result
         } else {
             eprintln!("no checkpoint in {}: starting afresh", run_dir.display());
         }
-    } else if zoo_train::Checkpoint::latest(&run_dir).is_some() {
+    } else if zoo_train::Checkpoint::latest(run_dir).is_some() {
         return Err(user(format!(
             "{} already holds a checkpoint: pass --resume to continue it, or --out elsewhere",
             run_dir.display()
@@ -173,18 +219,7 @@ pub fn train(root: &Path, datasets: &Path, id: &str, args: &TrainArgs) -> Result
         |epoch| batches(&train_loader, epoch),
         |epoch| batches(&eval_loader, epoch),
     )?;
-    let last = metrics.last().cloned();
-    let weights = run_dir
-        .join("checkpoint")
-        .join(zoo_train::checkpoint::WEIGHTS);
-    if let Some(m) = last {
-        eprintln!(
-            "trained `{id}` for {epochs} epochs: eval top-1 {:.2}%; weights in {}",
-            100.0 * m.eval_top1.unwrap_or(f64::NAN),
-            weights.display()
-        );
-    }
-    Ok(())
+    Ok(metrics.to_vec())
 }
 
 /// `zoo eval`.

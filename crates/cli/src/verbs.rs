@@ -55,6 +55,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Train { card, args } => crate::train::train(&cli.zoo, &cli.datasets, &card, &args),
         Command::Eval(args) => crate::train::eval(&cli.zoo, &cli.datasets, &args),
+        Command::Bench(args) => crate::bench::bench(&cli.zoo, &cli.datasets, &args),
+        Command::Report { out } => crate::bench::report(&out),
+        Command::BenchCard(args) => crate::bench::bench_card(&cli.zoo, &cli.datasets, &args),
     }
 }
 
@@ -345,7 +348,7 @@ pub(crate) fn parse_device(s: &str) -> Result<Device> {
 
 /// Writes through a temporary file in the same directory, then renames: a crash never leaves a
 /// half-written result where a complete one is expected.
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| user(format!("{} is not a file path", path.display())))?;
@@ -361,15 +364,7 @@ fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<
     result
 }
 
-/// `61100840` -> `61,100,840`.
+/// Thousands separators, as in the reports (tabled's `display` passes a reference).
 fn count(n: &u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+    zoo_report::markdown::count(*n)
 }
