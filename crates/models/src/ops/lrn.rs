@@ -11,10 +11,10 @@
 //! `(input, grad_output)` that recomputes `s` and returns the input gradient. CPU only for now
 //! (rayon over the `B * C` planes, `f32` and `f64`).
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, Real};
+use super::{check_input, contiguous_slice, Real};
 
 /// Cross-channel LRN parameters, validated by [`Lrn::new`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -220,19 +220,6 @@ impl CustomOp2 for LrnBackward {
         };
         Ok((out, l1.shape().clone()))
     }
-}
-
-fn check_input(xs: &Tensor, op: &str) -> Result<()> {
-    if xs.rank() != 4 {
-        bail!(
-            "{op}: expected a (B, C, H, W) tensor, got shape {:?}",
-            xs.shape()
-        )
-    }
-    if !matches!(xs.dtype(), DType::F32 | DType::F64) {
-        bail!("{op}: unsupported dtype {:?} (f32 or f64)", xs.dtype())
-    }
-    Ok(())
 }
 
 /// `b_c = a_c / (k + alpha_per_sum * sum_{c' in window(c)} a_{c'}^2)^beta` over `(B, C, H, W)`.

@@ -7,10 +7,10 @@
 //! the two passes. Both ops run on the CPU (rayon over the `B * C` planes, `f32` and `f64`); their
 //! `cuda_fwd` is left to Candle's default "no cuda implementation" error until a kernel follows.
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, Real};
+use super::{check_input, contiguous_slice, Real};
 
 /// Square max-pooling geometry, validated by [`MaxPool2d::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,19 +214,6 @@ impl CustomOp2 for MaxPool2dBackward {
         };
         Ok((out, l1.shape().clone()))
     }
-}
-
-fn check_input(xs: &Tensor, op: &str) -> Result<()> {
-    if xs.rank() != 4 {
-        bail!(
-            "{op}: expected a (B, C, H, W) tensor, got shape {:?}",
-            xs.shape()
-        )
-    }
-    if !matches!(xs.dtype(), DType::F32 | DType::F64) {
-        bail!("{op}: unsupported dtype {:?} (f32 or f64)", xs.dtype())
-    }
-    Ok(())
 }
 
 /// Max-pooling over `(B, C, H, W)` with a square `kernel`, `stride` and `-inf` `padding`.

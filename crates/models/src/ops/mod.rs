@@ -73,3 +73,20 @@ pub(crate) fn contiguous_slice<'a, T: WithDType>(
         None => bail!("{op}: layout out of the storage's bounds"),
     }
 }
+
+/// Checks a `(B, C, H, W)` f32/f64 input, the one layout and the dtypes the CPU kernels handle.
+pub(crate) fn check_input(xs: &candle_core::Tensor, op: &str) -> candle_core::Result<()> {
+    if xs.rank() != 4 {
+        candle_core::bail!(
+            "{op}: expected a (B, C, H, W) tensor, got shape {:?}",
+            xs.shape()
+        )
+    }
+    if !matches!(
+        xs.dtype(),
+        candle_core::DType::F32 | candle_core::DType::F64
+    ) {
+        candle_core::bail!("{op}: unsupported dtype {:?} (f32 or f64)", xs.dtype())
+    }
+    Ok(())
+}
