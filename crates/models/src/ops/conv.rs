@@ -351,30 +351,6 @@ impl Conv2d {
     }
 }
 
-/// Dispatches a typed kernel over two CPU storages of the same float dtype.
-macro_rules! dispatch2 {
-    ($op:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
-        match ($s1, $s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let $a = contiguous_slice::<f32>($s1, $l1, $op)?;
-                let $b = contiguous_slice::<f32>($s2, $l2, $op)?;
-                f32::to_storage($body)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let $a = contiguous_slice::<f64>($s1, $l1, $op)?;
-                let $b = contiguous_slice::<f64>($s2, $l2, $op)?;
-                f64::to_storage($body)
-            }
-            (a, b) => bail!(
-                "{}: unsupported dtypes {:?}/{:?} (f32 or f64, equal)",
-                $op,
-                a.dtype(),
-                b.dtype()
-            ),
-        }
-    };
-}
-
 impl CustomOp2 for Conv2d {
     fn name(&self) -> &'static str {
         "zoo-conv2d"

@@ -201,23 +201,9 @@ impl CustomOp2 for LrnBackward {
             )
         }
         let d = Dims { c, hw: h * w };
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let xs = contiguous_slice::<f32>(s1, l1, "lrn backward")?;
-                let g = contiguous_slice::<f32>(s2, l2, "lrn backward")?;
-                f32::to_storage(self.0.bwd_typed(xs, g, d))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let xs = contiguous_slice::<f64>(s1, l1, "lrn backward")?;
-                let g = contiguous_slice::<f64>(s2, l2, "lrn backward")?;
-                f64::to_storage(self.0.bwd_typed(xs, g, d))
-            }
-            (a, g) => bail!(
-                "lrn backward: unsupported dtypes {:?}/{:?} (f32 or f64, equal)",
-                a.dtype(),
-                g.dtype()
-            ),
-        };
+        let out = dispatch2!("lrn backward", s1, l1, s2, l2, |xs, g| self
+            .0
+            .bwd_typed(xs, g, d));
         Ok((out, l1.shape().clone()))
     }
 }

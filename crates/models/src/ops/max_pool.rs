@@ -195,23 +195,9 @@ impl CustomOp2 for MaxPool2dBackward {
                 (b, c, p.ho, p.wo)
             )
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let xs = contiguous_slice::<f32>(s1, l1, "max_pool2d backward")?;
-                let g = contiguous_slice::<f32>(s2, l2, "max_pool2d backward")?;
-                f32::to_storage(self.0.bwd_typed(xs, g, b, c, &p))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let xs = contiguous_slice::<f64>(s1, l1, "max_pool2d backward")?;
-                let g = contiguous_slice::<f64>(s2, l2, "max_pool2d backward")?;
-                f64::to_storage(self.0.bwd_typed(xs, g, b, c, &p))
-            }
-            (a, g) => bail!(
-                "max_pool2d backward: unsupported dtypes {:?}/{:?} (f32 or f64, equal)",
-                a.dtype(),
-                g.dtype()
-            ),
-        };
+        let out = dispatch2!("max_pool2d backward", s1, l1, s2, l2, |xs, g| self
+            .0
+            .bwd_typed(xs, g, b, c, &p));
         Ok((out, l1.shape().clone()))
     }
 }

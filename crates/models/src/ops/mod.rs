@@ -9,6 +9,31 @@
 //! an error. No CUDA kernel exists yet: on a CUDA tensor the ops return Candle's "no cuda
 //! implementation" error.
 
+/// Dispatches a typed kernel over two CPU storages of the same float dtype: `$a`, `$b` are their
+/// contiguous slices, `$body` returns the output `Vec`. Defined before the op modules so all see it.
+macro_rules! dispatch2 {
+    ($op:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let $a = contiguous_slice::<f32>($s1, $l1, $op)?;
+                let $b = contiguous_slice::<f32>($s2, $l2, $op)?;
+                f32::to_storage($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let $a = contiguous_slice::<f64>($s1, $l1, $op)?;
+                let $b = contiguous_slice::<f64>($s2, $l2, $op)?;
+                f64::to_storage($body)
+            }
+            (a, b) => bail!(
+                "{}: unsupported dtypes {:?}/{:?} (f32 or f64, equal)",
+                $op,
+                a.dtype(),
+                b.dtype()
+            ),
+        }
+    };
+}
+
 mod conv;
 #[cfg(test)]
 mod conv_tests;
