@@ -3,19 +3,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use assert_cmd::Command;
 use candle_core::{DType, Device, ModuleT, Tensor};
 use predicates::prelude::*;
+
+use crate::zoo;
 use zoo_card::Zoo;
 use zoo_models::init::{SeededRng, SeededVarMap};
 use zoo_models::ZooModel;
 use zoo_tests::repo_root;
-
-fn zoo() -> Command {
-    let mut cmd = Command::cargo_bin("zoo").expect("the zoo binary is built");
-    cmd.current_dir(repo_root()).env_remove("ZOO_CARDS");
-    cmd
-}
 
 fn json(args: &[&str]) -> serde_json::Value {
     let out = zoo().args(args).output().expect("zoo runs");

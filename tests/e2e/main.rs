@@ -6,3 +6,11 @@ mod cli;
 mod parity;
 mod registry;
 mod train;
+
+/// The real `zoo` binary, run from the repository root with the default zoo.
+fn zoo() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("zoo").expect("the zoo binary is built");
+    cmd.current_dir(zoo_tests::repo_root())
+        .env_remove("ZOO_CARDS");
+    cmd
+}

@@ -1,14 +1,9 @@
 //! `zoo train` and `zoo eval` through the real binary, on a small subset of the real CIFAR-10.
 
-use assert_cmd::Command;
 use predicates::prelude::*;
-use zoo_tests::repo_root;
 
-fn zoo() -> Command {
-    let mut cmd = Command::cargo_bin("zoo").expect("the zoo binary is built");
-    cmd.current_dir(repo_root()).env_remove("ZOO_CARDS");
-    cmd
-}
+use crate::zoo;
+use zoo_tests::repo_root;
 
 /// The real data root, or `None` (with a note) when `ZOO_DATA` is unset. Set but missing is a
 /// failure, never a skip.
