@@ -90,16 +90,6 @@ pub(crate) fn recipe(card: &Card, args: &TrainArgs) -> Result<Recipe> {
     Ok(recipe)
 }
 
-fn augment(recipe: &Recipe) -> zoo_data::Augment {
-    let a = &recipe.augment;
-    zoo_data::Augment {
-        pad_crop: a.pad_crop,
-        hflip: a.hflip,
-        random_resized_crop: a.random_resized_crop,
-        lighting: a.lighting,
-    }
-}
-
 /// One training run, fully specified (what `zoo train` and `zoo bench` hand the trainer).
 pub(crate) struct TrainRun {
     pub card: Card,
@@ -160,7 +150,7 @@ pub(crate) fn run_training(run: &TrainRun) -> Result<Vec<EpochMetrics>> {
     let device = parse_device(&run.data.device)?;
     let train_set = open(dcard, "train", &run.data)?;
     let eval_set = open(dcard, eval_split(dcard), &run.data)?;
-    let mut train_opts = LoaderOptions::train(recipe.batch, augment(recipe), recipe.seed);
+    let mut train_opts = LoaderOptions::train(recipe.batch, recipe.augment, recipe.seed);
     train_opts.limit = run.train_limit;
     let mut eval_opts = LoaderOptions::eval(recipe.batch.max(256));
     eval_opts.limit = run.eval_limit;

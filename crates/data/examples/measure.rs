@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     for (label, aug) in [
-        ("pad_crop 4 + hflip", Augment::cifar()),
+        ("pad_crop 4 + hflip", zoo_data::augment::cifar()),
         ("none (eval)", Augment::default()),
     ] {
         let loader = Loader::new(
@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("eval (resize 256, crop 224)", LoaderOptions::eval(25)),
         (
             "train (rrc 0.08 + hflip)",
-            LoaderOptions::train(25, Augment::imagenet(), 0),
+            LoaderOptions::train(25, zoo_data::augment::imagenet(), 0),
         ),
     ] {
         let loader = Loader::new(Dataset::open(&sample, "val", &opts)?, lo, Device::Cpu)?;

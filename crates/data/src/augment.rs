@@ -17,60 +17,48 @@ pub const LIGHTING_EIGVEC: [[f32; 3]; 3] = [
     [-0.5836, -0.6948, 0.4203],
 ];
 
-/// Which augmentations to apply; `Augment::default()` applies none (evaluation).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Augment {
-    /// Zero-pad by this many pixels on every side, then take a random crop of the original size.
-    pub pad_crop: Option<usize>,
-    /// Flip left-right with probability 1/2.
-    pub hflip: bool,
-    /// Random-resized crop to the output size with this minimum area fraction (torchvision's
-    /// scale `(min, 1)`, ratio `(3/4, 4/3)`).
-    pub random_resized_crop: Option<f64>,
-    /// AlexNet PCA colour noise: standard deviation of the per-eigenvector weights.
-    pub lighting: Option<f64>,
+/// Which augmentations to apply: the card's recipe type itself (`zoo_card::Augment`), so the
+/// card flows into the loader without a copy; `Augment::default()` applies none (evaluation).
+pub use zoo_card::Augment;
+
+/// The standard ImageNet training recipe: random-resized crop (0.08) + flip.
+pub fn imagenet() -> Augment {
+    Augment {
+        random_resized_crop: Some(0.08),
+        hflip: true,
+        ..Augment::default()
+    }
 }
 
-impl Augment {
-    /// The standard ImageNet training recipe: random-resized crop (0.08) + flip.
-    pub fn imagenet() -> Self {
-        Augment {
-            random_resized_crop: Some(0.08),
-            hflip: true,
-            ..Augment::default()
-        }
+/// The standard CIFAR recipe: pad 4 and crop + flip.
+pub fn cifar() -> Augment {
+    Augment {
+        pad_crop: Some(4),
+        hflip: true,
+        ..Augment::default()
     }
+}
 
-    /// The standard CIFAR recipe: pad 4 and crop + flip.
-    pub fn cifar() -> Self {
-        Augment {
-            pad_crop: Some(4),
-            hflip: true,
-            ..Augment::default()
-        }
-    }
+/// Whether nothing random happens.
+pub fn is_identity(aug: &Augment) -> bool {
+    *aug == Augment::default()
+}
 
-    /// Whether nothing random happens.
-    pub fn is_identity(&self) -> bool {
-        *self == Augment::default()
-    }
-
-    /// Checks the settings are in range.
-    pub fn validate(&self) -> Result<()> {
-        if let Some(s) = self.random_resized_crop {
-            if !(s > 0.0 && s <= 1.0) {
-                return Err(Error::Config(format!(
-                    "random_resized_crop: minimum scale {s} must be in (0, 1]"
-                )));
-            }
+/// Checks the settings are in range (cards are validated already; this guards API callers).
+pub fn validate(aug: &Augment) -> Result<()> {
+    if let Some(s) = aug.random_resized_crop {
+        if !(s > 0.0 && s <= 1.0) {
+            return Err(Error::Config(format!(
+                "random_resized_crop: minimum scale {s} must be in (0, 1]"
+            )));
         }
-        if let Some(l) = self.lighting {
-            if !(l.is_finite() && l >= 0.0) {
-                return Err(Error::Config(format!("lighting: std {l} must be >= 0")));
-            }
-        }
-        Ok(())
     }
+    if let Some(l) = aug.lighting {
+        if !(l.is_finite() && l >= 0.0) {
+            return Err(Error::Config(format!("lighting: std {l} must be >= 0")));
+        }
+    }
+    Ok(())
 }
 
 /// Domain tags keep the shuffle stream and the per-image streams apart.
@@ -291,7 +279,7 @@ mod tests {
             random_resized_crop: Some(0.0),
             ..Augment::default()
         };
-        assert!(a.validate().is_err());
-        assert!(Augment::imagenet().validate().is_ok());
+        assert!(validate(&a).is_err());
+        assert!(validate(&imagenet()).is_ok());
     }
 }

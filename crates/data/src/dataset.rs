@@ -373,7 +373,7 @@ impl Dataset {
     ) -> Result<u32> {
         let size = self.image_size;
         let img = self.image(i)?;
-        let (img, shift) = if aug.is_identity() {
+        let (img, shift) = if crate::augment::is_identity(aug) {
             let img = if (img.height, img.width) == (size, size) {
                 img
             } else {

@@ -14,7 +14,7 @@
 //! # fn main() -> zoo_data::Result<()> {
 //! let card = DatasetCard::from_file("datasets/cifar10.yaml".as_ref())?;
 //! let train = Dataset::open(&card, "train", &OpenOptions::default())?;
-//! let loader = Loader::new(train, LoaderOptions::train(128, Augment::cifar(), 0), candle_core::Device::Cpu)?;
+//! let loader = Loader::new(train, LoaderOptions::train(128, zoo_data::augment::cifar(), 0), candle_core::Device::Cpu)?;
 //! for batch in loader.epoch(0) {
 //!     let batch = batch?;
 //!     // model.forward(&batch.images)...

@@ -92,7 +92,7 @@ impl Loader {
         if opts.batch_size == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
         }
-        opts.augment.validate()?;
+        crate::augment::validate(&opts.augment)?;
         Ok(Loader {
             dataset: dataset.into(),
             opts,
