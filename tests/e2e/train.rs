@@ -3,25 +3,11 @@
 use predicates::prelude::*;
 
 use crate::zoo;
-use zoo_tests::repo_root;
-
-/// The real data root, or `None` (with a note) when `ZOO_DATA` is unset. Set but missing is a
-/// failure, never a skip.
-fn real_data() -> Option<std::path::PathBuf> {
-    let root = std::env::var_os("ZOO_DATA")?;
-    let root = repo_root().join(root);
-    let cifar = root.join("cifar10");
-    assert!(
-        cifar.is_dir(),
-        "ZOO_DATA is set but {} does not exist",
-        cifar.display()
-    );
-    Some(root)
-}
+use zoo_tests::data_root;
 
 #[test]
 fn train_one_epoch_on_real_cifar_then_eval() -> anyhow::Result<()> {
-    let Some(data) = real_data() else {
+    let Some(data) = data_root() else {
         eprintln!("note: ZOO_DATA unset; skipping the real-data training test");
         return Ok(());
     };

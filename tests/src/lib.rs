@@ -15,6 +15,21 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// The real data root from `ZOO_DATA`, or `None` when it is unset or empty (the caller skips
+/// with a note). Cargo runs each test in its own package directory, so a relative `ZOO_DATA` is
+/// taken relative to the repository root, where `cargo test` and `.ci/run` are run. Set but
+/// missing is a panic, never a skip: a misconfigured CI must not pass by testing nothing.
+pub fn data_root() -> Option<PathBuf> {
+    let root = std::env::var_os("ZOO_DATA").filter(|v| !v.is_empty())?;
+    let root = repo_root().join(root);
+    assert!(
+        root.join("cifar10").is_dir(),
+        "ZOO_DATA is set but {} has no cifar10/ (see ../shared/datasets/README.md)",
+        root.display()
+    );
+    Some(root)
+}
+
 /// A file under `tests/fixtures`.
 pub fn fixture(relative: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(relative)

@@ -9,7 +9,7 @@ use zoo_data::{Dataset, DatasetCard, OpenOptions};
 
 #[test]
 fn real_cifar10_test_split() {
-    let Some(root) = std::env::var_os("ZOO_DATA").filter(|v| !v.is_empty()) else {
+    let Some(root) = zoo_tests::data_root() else {
         eprintln!("note: ZOO_DATA is not set; skipping the real CIFAR-10 test");
         return;
     };
@@ -17,7 +17,7 @@ fn real_cifar10_test_split() {
     let card = DatasetCard::from_file(&card_path).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let opts = OpenOptions {
-        data_root: Some(root.into()),
+        data_root: Some(root),
         cache_dir: Some(cache.path().to_path_buf()),
         use_cache: true,
     };
