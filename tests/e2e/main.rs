@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod parity;
 mod registry;
+mod speed;
 mod train;
 
 /// The real `zoo` binary, run from the repository root with the default zoo.

@@ -252,13 +252,8 @@ fn measure(card: &Card, datasets: &Path, args: &BenchCardArgs) -> Result<CardRes
     }
     let latency = latency(&model, card, if quick { 30 } else { 100 }, &device)?;
     if train_ips.is_none() {
-        train_ips = Some(synthetic_training(
-            card,
-            &vars,
-            &model,
-            if quick { 2 } else { 5 },
-            &device,
-        )?);
+        let runs = if quick { 2 } else { 5 };
+        train_ips = Some(training_throughput(card, &vars, &model, 32, runs, &device)?.median);
     }
     Ok(CardResult {
         card: card.name.clone(),
@@ -341,7 +336,7 @@ fn input(card: &Card, batch: usize, device: &Device) -> Result<Tensor> {
 }
 
 /// Images per second in eval mode at `batch`: one warm-up, then `runs` timed passes.
-fn throughput(
+pub(crate) fn throughput(
     model: &ZooModel,
     card: &Card,
     batch: usize,
@@ -350,7 +345,7 @@ fn throughput(
 ) -> Result<Throughput> {
     let xs = input(card, batch, device)?;
     model.forward_t(&xs, false)?;
-    let mut rates: Vec<f64> = (0..runs)
+    let rates: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let t = Instant::now();
             model
@@ -358,13 +353,7 @@ fn throughput(
                 .map(|_| batch as f64 / t.elapsed().as_secs_f64())
         })
         .collect::<candle_core::Result<_>>()?;
-    rates.sort_by(f64::total_cmp);
-    Ok(Throughput {
-        batch,
-        median: rates[rates.len() / 2],
-        min: rates[0],
-        max: rates[rates.len() - 1],
-    })
+    Ok(spread(batch, rates))
 }
 
 /// Batch-1 latency percentiles over `runs` timed passes (after one warm-up).
@@ -389,32 +378,44 @@ fn latency(model: &ZooModel, card: &Card, runs: usize, device: &Device) -> Resul
     })
 }
 
-/// Training images per second on random data at batch 32 (forward, backward, SGD step), for
-/// cards whose dataset is not here.
-fn synthetic_training(
+/// Training images per second on random data at `batch` (forward, backward, SGD step with
+/// momentum): one warm-up step, then `runs` timed steps. For cards whose dataset is not here, and
+/// for `zoo speed`.
+pub(crate) fn training_throughput(
     card: &Card,
     vars: &SeededVarMap,
     model: &ZooModel,
-    steps: usize,
+    batch: usize,
+    runs: usize,
     device: &Device,
-) -> Result<f64> {
-    let batch = 32;
+) -> Result<Throughput> {
     let xs = input(card, batch, device)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % card.classes as u32).collect();
     let labels = Tensor::new(labels, device)?;
     let trainable = zoo_train::trainable(&vars.sorted_vars());
     let mut sgd = zoo_train::Sgd::new(trainable, 1e-3, 0.9, false, 0.0)?;
-    let mut step = || -> Result<()> {
+    let mut step = || -> Result<f64> {
+        let t = Instant::now();
         let loss = zoo_train::cross_entropy(&model.forward_t(&xs, true)?, &labels, 0.0)?;
         sgd.step(&loss.backward()?)?;
-        Ok(())
+        Ok(batch as f64 / t.elapsed().as_secs_f64())
     };
     step()?;
-    let t = Instant::now();
-    for _ in 0..steps {
-        step()?;
+    let rates = (0..runs.max(1))
+        .map(|_| step())
+        .collect::<Result<Vec<_>>>()?;
+    Ok(spread(batch, rates))
+}
+
+/// Median and range of per-run rates.
+fn spread(batch: usize, mut rates: Vec<f64>) -> Throughput {
+    rates.sort_by(f64::total_cmp);
+    Throughput {
+        batch,
+        median: rates[rates.len() / 2],
+        min: rates[0],
+        max: rates[rates.len() - 1],
     }
-    Ok((steps * batch) as f64 / t.elapsed().as_secs_f64())
 }
 
 /// The process's peak resident memory (Linux `VmHWM`), when the OS tells.

@@ -76,7 +76,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Train, evaluate and measure cards (`all`, or names); results go to OUT/<dataset>/.
     Bench(BenchArgs),
-    /// Render reports/<dataset>/report.md from stored results (runs nothing).
+    /// Time inference and training (images/s) on random input: no data, no training run.
+    Speed(SpeedArgs),
+    /// Render reports/<dataset>/report.md, index.html and plots from stored results (runs nothing).
     Report {
         /// Reports directory.
         #[arg(long, default_value = "reports")]
@@ -189,6 +191,29 @@ pub struct BenchArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// `zoo speed`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpeedArgs {
+    /// Card names.
+    #[arg(required = true)]
+    pub cards: Vec<String>,
+    /// Inference batch sizes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    pub batch: Vec<usize>,
+    /// Training batch sizes (forward, backward, SGD step; comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    pub train_batch: Vec<usize>,
+    /// Timed runs per measurement, after one warm-up (the median is reported).
+    #[arg(long, default_value = "5")]
+    pub runs: usize,
+    /// Device: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `zoo bench-card`'s arguments.

@@ -56,6 +56,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train { card, args } => crate::train::train(&cli.zoo, &cli.datasets, &card, &args),
         Command::Eval(args) => crate::train::eval(&cli.zoo, &cli.datasets, &args),
         Command::Bench(args) => crate::bench::bench(&cli.zoo, &cli.datasets, &args),
+        Command::Speed(args) => crate::speed::speed(&cli.zoo, &args),
         Command::Report { out } => crate::bench::report(&out),
         Command::BenchCard(args) => crate::bench::bench_card(&cli.zoo, &cli.datasets, &args),
     }

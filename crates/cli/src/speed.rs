@@ -1,0 +1,95 @@
+//! `zoo speed CARD...`: inference and training images/s at chosen batch sizes, with random
+//! weights and random input (speed does not depend on either). No data, no training run: the
+//! quick loop for measuring a kernel change, and the zoo half of `scripts/speed/compare.sh`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use candle_core::DType;
+use serde::Serialize;
+use tabled::settings::{object::Columns, Alignment, Style};
+use tabled::{Table, Tabled};
+use zoo_card::Zoo;
+use zoo_models::init::{SeededRng, SeededVarMap};
+use zoo_models::ZooModel;
+
+use crate::bench::{throughput, training_throughput};
+use crate::cli::SpeedArgs;
+use crate::verbs::{parse_device, user};
+
+#[derive(Tabled, Serialize)]
+struct SpeedRow {
+    card: String,
+    mode: &'static str,
+    batch: usize,
+    #[tabled(rename = "images/s", display = "rate")]
+    median: f64,
+    #[tabled(display = "rate")]
+    min: f64,
+    #[tabled(display = "rate")]
+    max: f64,
+    #[tabled(rename = "ms/batch", display = "rate")]
+    ms_per_batch: f64,
+}
+
+fn rate(v: &f64) -> String {
+    format!("{v:.1}")
+}
+
+/// `zoo speed`.
+pub fn speed(root: &Path, args: &SpeedArgs) -> Result<()> {
+    if args.cards.is_empty() {
+        return Err(user("name the cards to time"));
+    }
+    let zoo = Zoo::open(root)?;
+    let device = parse_device(&args.device)?;
+    let mut rows = Vec::new();
+    for id in &args.cards {
+        let card = zoo.resolve(id)?;
+        let vars = SeededVarMap::new(0);
+        let model = ZooModel::new(
+            &card,
+            vars.var_builder(DType::F32, &device),
+            &SeededRng::new(0),
+        )?;
+        let mut row = |mode, t: zoo_report::Throughput| {
+            if !args.json {
+                eprintln!("{id}: {mode} batch {}: {:.1} images/s", t.batch, t.median);
+            }
+            rows.push(SpeedRow {
+                card: card.name.clone(),
+                mode,
+                batch: t.batch,
+                median: t.median,
+                min: t.min,
+                max: t.max,
+                ms_per_batch: 1e3 * t.batch as f64 / t.median,
+            });
+        };
+        for &batch in &args.batch {
+            row(
+                "inference",
+                throughput(&model, &card, batch, args.runs, &device)?,
+            );
+        }
+        for &batch in &args.train_batch {
+            row(
+                "training",
+                training_throughput(&card, &vars, &model, batch, args.runs, &device)?,
+            );
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+    } else {
+        let mut table = Table::new(&rows);
+        table
+            .with(Style::rounded())
+            .modify(Columns::new(2..), Alignment::right());
+        writeln!(out, "{table}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# zoo against PyTorch eager at the same shapes, on the same cores, in one run: the shapes of
+# issue 7 (AlexNet-224 inference at batch 1 and 32, a training step at 32; alexnet-cifar at its
+# recipe's batch of 128). Prints a Markdown table with the ratio.
+#
+#   scripts/speed/compare.sh            # builds zoo (release), uses .venv-ref's Python if present
+#   ZOO=path/to/zoo PYTHON=python3 scripts/speed/compare.sh
+#
+# Without torch it prints zoo's numbers alone and says how to get the comparison.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ -z "${ZOO:-}" ]; then
+  cargo build --release -p zoo --quiet
+  ZOO=target/release/zoo
+fi
+PYTHON=${PYTHON:-$( [ -x .venv-ref/bin/python ] && echo .venv-ref/bin/python || echo python3 )}
+RUNS=${RUNS:-5}
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$ZOO" speed alexnet --batch 1,32 --train-batch 32 --runs "$RUNS" --json > "$tmp/alexnet.json"
+"$ZOO" speed alexnet-cifar --batch 128 --train-batch 128 --runs "$RUNS" --json > "$tmp/cifar.json"
+
+if "$PYTHON" -c "import torch, torchvision" 2>/dev/null; then
+  "$PYTHON" scripts/speed/compare.py "$tmp/alexnet.json" "$tmp/cifar.json"
+else
+  echo "PyTorch not found for $PYTHON (scripts/reference/setup.sh installs it into .venv-ref); zoo alone:"
+  cat "$tmp/alexnet.json" "$tmp/cifar.json"
+fi
