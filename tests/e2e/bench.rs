@@ -130,4 +130,23 @@ fn bench_stores_results_skips_finished_cards_and_survives_a_failing_one() {
         report.contains("tiny") && report.contains("650"),
         "{report}"
     );
+    // Beside it, the HTML page with the plots inline, and the plots as files.
+    let html = std::fs::read_to_string(out.join("tiny/index.html")).expect("index.html");
+    assert!(html.contains("<table>") && html.contains("tiny"), "{html}");
+    for plot in [
+        "accuracy-params.svg",
+        "accuracy-throughput.svg",
+        "curves.svg",
+    ] {
+        let svg = std::fs::read_to_string(out.join("tiny").join(plot)).expect(plot);
+        assert!(svg.starts_with("<svg") && svg.contains("tiny"), "{plot}");
+        assert!(
+            html.contains(&format!("<a href=\"{plot}\">")),
+            "{plot} not linked"
+        );
+    }
+    // The failed card's dataset: a report with nothing to plot says so.
+    let failed = std::fs::read_to_string(out.join("nothing-here/report.md")).expect("report");
+    assert!(failed.contains("No plots"), "{failed}");
+    assert!(!out.join("nothing-here/curves.svg").exists());
 }

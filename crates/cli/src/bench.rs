@@ -107,7 +107,8 @@ pub fn bench(root: &Path, datasets: &Path, args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `zoo report`: `OUT/<dataset>/report.md` for every dataset with stored results.
+/// `zoo report`: `OUT/<dataset>/report.md`, `index.html` and the SVG plots for every dataset with
+/// stored results.
 pub fn report(out: &Path) -> Result<()> {
     let refs = zoo_report::References::bundled()?;
     let imagenet = ResultsStore::open(out.join("imagenet1k"))?;
@@ -121,10 +122,9 @@ pub fn report(out: &Path) -> Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let markdown = zoo_report::render_markdown(&dataset, store.all(), imagenet.all(), &refs);
-        let path = dir.join("report.md");
-        crate::verbs::write_atomic(&path, |tmp| Ok(std::fs::write(tmp, &markdown)?))?;
-        eprintln!("wrote {}", path.display());
+        for path in zoo_report::write_report(dir, &dataset, store.all(), imagenet.all(), &refs)? {
+            eprintln!("wrote {}", path.display());
+        }
         rendered += 1;
     }
     if rendered == 0 {

@@ -54,6 +54,14 @@ pub enum Error {
         /// What is inconsistent.
         message: String,
     },
+    /// A plot could not be drawn.
+    #[error("{file}: cannot draw the plot: {message}")]
+    Plot {
+        /// The SVG file the plot was for.
+        file: String,
+        /// What plotters reported.
+        message: String,
+    },
 }
 
 /// This crate's result type.

@@ -13,7 +13,7 @@ fn cifar10_report_matches_golden() -> Result<(), Box<dyn std::error::Error>> {
     let refs = References::load(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../reports/references.yaml"),
     )?;
-    let report = render_markdown("cifar10", &common::cifar10(), &common::imagenet(), &refs);
+    let report = render_markdown("cifar10", &common::cifar10(), &common::imagenet(), &refs)?;
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/report-cifar10.md");
     if std::env::var_os("ZOO_BLESS").is_some_and(|v| v == "1") {
         std::fs::create_dir_all(golden.parent().ok_or("golden has no parent")?)?;
@@ -47,11 +47,11 @@ fn cifar10_report_matches_golden() -> Result<(), Box<dyn std::error::Error>> {
 #[test]
 fn report_is_deterministic_and_handles_no_results() -> Result<(), Box<dyn std::error::Error>> {
     let refs = References::bundled()?;
-    let a = render_markdown("cifar10", &common::cifar10(), &[], &refs);
-    let b = render_markdown("cifar10", &common::cifar10(), &[], &refs);
+    let a = render_markdown("cifar10", &common::cifar10(), &[], &refs)?;
+    let b = render_markdown("cifar10", &common::cifar10(), &[], &refs)?;
     assert_eq!(a, b);
     assert!(a.contains("no result for `alexnet-se` yet"), "{a}");
-    let empty = render_markdown("cifar10", &[], &[], &refs);
+    let empty = render_markdown("cifar10", &[], &[], &refs)?;
     assert!(empty.contains("No results yet."), "{empty}");
     assert!(empty.contains("No successful runs."), "{empty}");
     Ok(())
