@@ -101,21 +101,27 @@ pub(crate) fn plots(dataset: &str, results: &[CardResult]) -> Result<Plots> {
         }
     }
     let mut figures = Vec::new();
-    if !by_params.is_empty() {
-        let file = PARAMS_SVG;
-        let caption = format!("{dataset}: top-1 against parameters");
-        let svg = draw(file, |root| {
-            scatter(root, &caption, "parameters (millions)", &by_params)
-        })?;
-        figures.push(figure(file, caption, svg));
-    }
-    if !by_speed.is_empty() {
-        let file = THROUGHPUT_SVG;
-        let caption = format!("{dataset}: top-1 against inference throughput (batch 32)");
-        let svg = draw(file, |root| {
-            scatter(root, &caption, "images/s at batch 32", &by_speed)
-        })?;
-        figures.push(figure(file, caption, svg));
+    let scatters = [
+        (
+            PARAMS_SVG,
+            "top-1 against parameters",
+            "parameters (millions)",
+            by_params,
+        ),
+        (
+            THROUGHPUT_SVG,
+            "top-1 against inference throughput (batch 32)",
+            "images/s at batch 32",
+            by_speed,
+        ),
+    ];
+    for (file, what, x_desc, points) in scatters {
+        if !points.is_empty() {
+            let caption = format!("{dataset}: {what}");
+            figures.push(draw(file, caption, |root, caption| {
+                scatter(root, caption, x_desc, &points)
+            })?);
+        }
     }
     let curves: Vec<(&str, RGBColor, &CardResult)> = ok
         .iter()
@@ -124,42 +130,39 @@ pub(crate) fn plots(dataset: &str, results: &[CardResult]) -> Result<Plots> {
         .map(|(i, r)| (r.card.as_str(), color(i), *r))
         .collect();
     if !curves.is_empty() {
-        let file = CURVES_SVG;
         let caption = format!("{dataset}: training curves (train loss, test top-1 per epoch)");
-        let svg = draw(file, |root| training_curves(root, &curves))?;
-        figures.push(figure(file, caption, svg));
+        figures.push(draw(CURVES_SVG, caption, |root, _| {
+            training_curves(root, &curves)
+        })?);
     }
     Ok(Plots { figures, left_out })
-}
-
-fn figure(file: &str, caption: String, svg: String) -> Figure {
-    Figure {
-        file: file.to_string(),
-        caption,
-        svg,
-    }
 }
 
 /// The error type of every plotters call on the SVG backend.
 type DrawResult = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
 
-/// Runs `paint` on a white SVG canvas and returns the document.
+/// The figure `paint` draws on a white SVG canvas (it gets the caption to title the plot with).
 fn draw(
     file: &str,
-    paint: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> DrawResult,
-) -> Result<String> {
+    caption: String,
+    paint: impl FnOnce(&DrawingArea<SVGBackend, Shift>, &str) -> DrawResult,
+) -> Result<Figure> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE)
-            .and_then(|()| paint(&root))
+            .and_then(|()| paint(&root, &caption))
             .and_then(|()| root.present())
             .map_err(|e| Error::Plot {
                 file: file.to_string(),
                 message: e.to_string(),
             })?;
     }
-    Ok(svg)
+    Ok(Figure {
+        file: file.to_string(),
+        caption,
+        svg,
+    })
 }
 
 /// Top-1 (%) against `x_desc`, one labelled point per card.
