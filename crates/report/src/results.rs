@@ -7,12 +7,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::write::write_atomic;
 
 /// The machine and software a result was measured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,25 +264,6 @@ impl ResultsStore {
         self.results = results;
         Ok(())
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
-/// readers see the old file or the new one, never a partial one.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut builder = tempfile::Builder::new();
-    // A temporary file is private (0600); results and report pages are for everyone to read.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
 }
 
 /// The CSV form of `results`: a header and one row per card. Inference throughput becomes one

@@ -1,10 +1,12 @@
-//! Writing a dataset's report pages: `report.md`, `index.html` and the plots beside them.
+//! Writing a dataset's report pages (`report.md`, `index.html` and the plots beside them), and
+//! the atomic write every file of this crate goes through.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::references::References;
-use crate::results::{write_atomic, CardResult};
+use crate::results::CardResult;
 
 /// File name of the Markdown report.
 pub const REPORT_MD: &str = "report.md";
@@ -54,4 +56,23 @@ pub fn write_report(
         written.push(path);
     }
     Ok(written)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
+/// readers see the old file or the new one, never a partial one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut builder = tempfile::Builder::new();
+    // A temporary file is private (0600); results and report pages are for everyone to read.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
