@@ -170,15 +170,15 @@ impl ModuleT for ZooModel {
         let mut xs = xs.clone();
         for stage in &self.stages {
             let (conv, cfg) = (&stage.conv, stage.conv.config());
-            xs = ops::conv2d(
+            let ys = ops::conv2d(
                 &xs,
                 conv.weight(),
-                conv.bias(),
+                None,
                 cfg.stride,
                 cfg.padding,
                 cfg.groups,
-            )?
-            .relu()?;
+            )?;
+            xs = ops::bias_relu(&ys, conv.bias())?;
             if let Some(l) = &stage.lrn {
                 xs = ops::lrn(&xs, l.size, l.alpha_per_sum(), l.beta, l.k)?;
             }

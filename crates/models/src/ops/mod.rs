@@ -34,6 +34,7 @@ macro_rules! dispatch2 {
     };
 }
 
+mod bias_relu;
 mod conv;
 #[cfg(test)]
 mod conv_tests;
@@ -42,6 +43,7 @@ mod max_pool;
 #[cfg(test)]
 mod tests;
 
+pub use bias_relu::{bias_relu, bias_relu_slow, BiasRelu, ChannelSum, ReluMask};
 pub use conv::{conv2d, Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, COL_BUDGET};
 pub use lrn::{lrn, lrn_slow, Lrn, LrnBackward};
 pub use max_pool::{max_pool2d, max_pool2d_slow, MaxPool2d, MaxPool2dBackward};
