@@ -295,8 +295,13 @@ fn training_run(
         use_cache: true,
     };
     if let Err(e) = Dataset::open(&dataset, "train", &opts) {
-        let first = e.to_string().lines().next().unwrap_or_default().to_string();
-        return Ok(Err(format!("not trained here: {first}")));
+        // The first line names what is missing; the places tried follow on the next lines.
+        let message = e.to_string();
+        let first = message.lines().next().unwrap_or_default();
+        let first = first.trim_end_matches("; tried:");
+        return Ok(Err(format!(
+            "not trained here: {first} (`zoo train` lists where it looked)"
+        )));
     }
     let mut recipe = recipe;
     let (train_limit, eval_limit) = match args.profile {
