@@ -10,6 +10,9 @@ Every number comes from an independent definition: PyTorch's `max_pool2d` and
   batch-norm statistics), `input`, and `output` in eval mode.
 - alexnet/logits.safetensors + .json: torchvision AlexNet's logits, with weights and input from
   `formula` (below) so the 61M weights need not be committed; tests/src/formula.rs is its twin.
+- imagenet/eval_transform.safetensors + .json (with --data): torchvision's ImageNet evaluation
+  transform (PIL decode, Resize(256) bilinear, CenterCrop(224), ToTensor, Normalize) of one
+  imagenet-sample photo, float32 (3, 224, 224), for `zoo predict`'s preprocessing.
 
 Run through scripts/reference/setup.sh.
 """
@@ -140,13 +143,37 @@ def alexnet(out):
            "weights": "formula(name, shape, formula_scale(shape)) for torchvision's state dict"})
 
 
+IMAGENET_PHOTO = "imagenet-sample/n01440764/n01440764_tench.JPEG"
+
+
+def imagenet_transform(out, data):
+    from PIL import Image
+    from torchvision import transforms as T
+
+    tf = T.Compose([
+        T.Resize(256, interpolation=T.InterpolationMode.BILINEAR),
+        T.CenterCrop(224),
+        T.ToTensor(),
+        T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ])
+    img = Image.open(data / IMAGENET_PHOTO).convert("RGB")
+    x = tf(img).to(torch.float32)
+    write(out / "imagenet", "eval_transform", {"input": x},
+          {"photo": IMAGENET_PHOTO, "photo_size": list(img.size),
+           "transform": "Resize(256, bilinear) + CenterCrop(224) + ToTensor + Normalize(ImageNet)"})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("tests/fixtures"))
+    parser.add_argument("--data", type=Path, default=None,
+                        help="data root with imagenet-sample/ (ZOO_DATA); skips the photo fixture when absent")
     args = parser.parse_args()
     ops(args.out)
     attention(args.out)
     alexnet(args.out)
+    if args.data is not None:
+        imagenet_transform(args.out, args.data)
     print(f"fixtures written to {args.out}")
 
 

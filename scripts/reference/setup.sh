@@ -8,4 +8,4 @@ if [ ! -x .venv-ref/bin/python ]; then
     python3 -m venv .venv-ref
 fi
 .venv-ref/bin/pip install --quiet -r scripts/reference/requirements.txt
-.venv-ref/bin/python scripts/reference/make_fixtures.py --out tests/fixtures
+.venv-ref/bin/python scripts/reference/make_fixtures.py --out tests/fixtures ${ZOO_DATA:+--data "$ZOO_DATA"}

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod hub;
 mod parity;
 mod registry;
 mod speed;

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Result, Tensor};
 
+pub mod hub_server;
+
 /// The repository root (this crate lives in `<root>/tests`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -30,6 +30,23 @@ pub struct Card {
     pub head: Head,
     /// Training recipe, when the card has one.
     pub recipe: Option<Recipe>,
+    /// Published weights on the Hugging Face hub (never inherited through `extends`).
+    pub weights: Option<HubWeights>,
+}
+
+/// Where a card's published weights live on the Hugging Face hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubWeights {
+    /// Model repository id, `owner/name`.
+    pub repo: String,
+    /// The safetensors file inside the repository (`model.safetensors`).
+    pub file: String,
+    /// The pinned commit (40 hex digits): the same bytes on every pull.
+    pub revision: String,
+    /// Lower-case hex SHA-256 of the file, checked before anything is loaded.
+    pub sha256: Option<String>,
+    /// Parameter names in the file (the card's own layout unless stated).
+    pub layout: ParamLayout,
 }
 
 /// Input image geometry.

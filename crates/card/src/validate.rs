@@ -10,6 +10,7 @@ use crate::wire::*;
 use crate::zoo::Provenance;
 
 mod recipe;
+mod weights;
 
 /// The placement name for "on the last feature map, before the classifier".
 pub const HEAD_SITE: &str = "head";
@@ -159,6 +160,10 @@ pub(crate) fn validate(
     let recipe = wire
         .recipe
         .and_then(|r| recipe::recipe(&mut ck, r, &root.key("recipe")));
+    let layout = wire.layout.unwrap_or_default();
+    let weights = wire
+        .weights
+        .and_then(|w| weights::weights(&mut ck, w, &root.key("weights"), layout));
 
     if !ck.errors.is_empty() {
         return Err(CardErrors(ck.errors));
@@ -174,11 +179,12 @@ pub(crate) fn validate(
         extends: wire.extends.unwrap_or_default(),
         input: Input { channels, size },
         classes,
-        layout: wire.layout.unwrap_or_default(),
+        layout,
         stages,
         head_attention,
         head,
         recipe,
+        weights,
     })
 }
 

@@ -23,6 +23,18 @@ pub struct WireCard {
     pub head: Option<WireHead>,
     pub attention: Option<Vec<WireAttention>>,
     pub recipe: Option<WireRecipe>,
+    pub weights: Option<WireWeights>,
+}
+
+/// Published weights on the Hugging Face hub.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireWeights {
+    pub repo: Option<String>,
+    pub file: Option<String>,
+    pub revision: Option<String>,
+    pub sha256: Option<String>,
+    pub layout: Option<ParamLayout>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,8 @@
 //! The zoo: a directory of cards, loaded once; `extends` resolved by deep merge with provenance.
 //!
 //! Merge rule: mappings merge key by key, the later card winning; any other value (a sequence, a
-//! scalar, `~`) replaces what was there. `name`, `summary` and `extends` are never inherited.
+//! scalar, `~`) replaces what was there. `name`, `summary`, `extends` and `weights` are never
+//! inherited.
 //! Files under `mixins/` are partial cards meant to be extended, not built on their own.
 
 use std::collections::BTreeMap;
@@ -16,8 +17,9 @@ use crate::spec::Card;
 use crate::validate::validate;
 use crate::wire::WireCard;
 
-/// Keys a card never inherits from the cards it extends.
-const OWN_KEYS: [&str; 3] = ["name", "summary", "extends"];
+/// Keys a card never inherits from the cards it extends (`weights` belong to the one card they
+/// were trained for: an attention variant of `alexnet` has parameters its backbone's file lacks).
+const OWN_KEYS: [&str; 4] = ["name", "summary", "extends", "weights"];
 
 /// One card file, parsed.
 #[derive(Debug)]

@@ -84,6 +84,14 @@ pub enum Command {
         #[arg(long, default_value = "reports")]
         out: PathBuf,
     },
+    /// Download a card's published weights from the Hugging Face hub into its cache and verify them.
+    Pull(crate::hub::PullArgs),
+    /// Top-k classes of photos (the card's pulled weights, or --weights).
+    Predict(crate::hub::PredictArgs),
+    /// Rename a torchvision-layout safetensors file to a card's parameter names.
+    Convert(crate::hub::ConvertArgs),
+    /// Write a folder ready to upload as a hub model repository.
+    Export(crate::hub::ExportArgs),
     /// One card of `zoo bench`, in its own process (used by `zoo bench`).
     #[command(hide = true)]
     BenchCard(BenchCardArgs),
@@ -140,8 +148,15 @@ pub struct EvalArgs {
     /// Card name.
     pub card: String,
     /// Weights (safetensors, e.g. `runs/CARD/checkpoint/weights.safetensors`).
+    #[arg(
+        long,
+        required_unless_present = "pretrained",
+        conflicts_with = "pretrained"
+    )]
+    pub weights: Option<PathBuf>,
+    /// Use the card's published weights (`zoo pull`).
     #[arg(long)]
-    pub weights: PathBuf,
+    pub pretrained: bool,
     /// Dataset card name or file (default: the card's recipe's).
     #[arg(long)]
     pub dataset: Option<String>,

@@ -8,7 +8,6 @@ use candle_core::DType;
 use zoo_card::{Card, Optimizer, Recipe, Zoo};
 use zoo_data::{Dataset, DatasetCard, Loader, LoaderOptions, OpenOptions};
 use zoo_models::init::{SeededRng, SeededVarMap};
-use zoo_models::weights::CheckedTensors;
 use zoo_models::ZooModel;
 use zoo_train::{evaluate, EpochMetrics, Trainer};
 
@@ -236,13 +235,7 @@ pub fn eval(root: &Path, datasets: &Path, args: &EvalArgs) -> Result<()> {
             dcard.name, card.classes
         )));
     }
-    let tensors = CheckedTensors::load(&args.weights, &device).map_err(|e| user(e.to_string()))?;
-    let model = ZooModel::new(
-        &card,
-        tensors.var_builder(DType::F32, &device),
-        &SeededRng::new(0),
-    )
-    .map_err(|e| user(e.to_string()))?;
+    let model = crate::hub::load_model(&card, args.weights.as_deref(), &device)?;
     let mut opts = LoaderOptions::eval(256);
     opts.limit = data.limit;
     let loader = Loader::new(set, opts, device)?;

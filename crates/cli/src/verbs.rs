@@ -58,6 +58,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => crate::bench::bench(&cli.zoo, &cli.datasets, &args),
         Command::Speed(args) => crate::speed::speed(&cli.zoo, &args),
         Command::Report { out } => crate::bench::report(&out),
+        Command::Pull(args) => crate::hub::pull(&cli.zoo, &args),
+        Command::Predict(args) => crate::hub::predict(&cli.zoo, &cli.datasets, &args),
+        Command::Convert(args) => crate::hub::convert(&cli.zoo, &args),
+        Command::Export(args) => crate::hub::export(&cli.zoo, &cli.datasets, &args),
         Command::BenchCard(args) => crate::bench::bench_card(&cli.zoo, &cli.datasets, &args),
     }
 }

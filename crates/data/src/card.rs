@@ -17,6 +17,10 @@ pub struct DatasetCard {
     pub name: String,
     /// The class names in label order, or `from_folders`.
     pub classes: Classes,
+    /// A text file of human-readable class names, one per line in label order, relative to the
+    /// card's folder (`zoo predict` prints them; WordNet ids mean little to people).
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
     /// Side length of the (square) images after preprocessing.
     pub image_size: usize,
     /// Per-channel mean (RGB, 0-1 scale) subtracted before the model sees the image.
@@ -103,6 +107,31 @@ impl DatasetCard {
             Classes::List(v) => Some(v),
             Classes::Keyword(ClassesKeyword::FromFolders) => None,
         }
+    }
+
+    /// The human-readable class names from `labels`, when the card has them; `card_dir` is the
+    /// folder of the card file.
+    pub fn label_names(&self, card_dir: &Path) -> Result<Option<Vec<String>>> {
+        let Some(file) = &self.labels else {
+            return Ok(None);
+        };
+        let path = card_dir.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+        if let Some(classes) = self.class_list() {
+            if names.len() != classes.len() {
+                return Err(Error::CardInvalid {
+                    file: path,
+                    field: "labels".into(),
+                    message: format!(
+                        "{} names for {} classes: one line per class, in label order",
+                        names.len(),
+                        classes.len()
+                    ),
+                });
+            }
+        }
+        Ok(Some(names))
     }
 
     fn validate(&self, file: &Path) -> Result<()> {
@@ -236,6 +265,11 @@ mod tests {
         let imagenet = DatasetCard::from_file(&dir.join("imagenet1k.yaml")).unwrap();
         let classes = imagenet.class_list().unwrap();
         assert_eq!(classes.len(), 1000);
+        let names = imagenet.label_names(&dir).unwrap().unwrap();
+        assert_eq!(
+            (names[0].as_str(), names[999].as_str()),
+            ("tench", "toilet tissue")
+        );
         assert_eq!(classes[0], "n01440764");
         assert!(
             classes.windows(2).all(|w| w[0] < w[1]),

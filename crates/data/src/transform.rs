@@ -142,6 +142,16 @@ pub fn eval_resize_crop(img: &Image, size: usize) -> Image {
     center_crop(&resize_shorter(img, resize_to), size)
 }
 
+/// The model input for one photo at evaluation, as torchvision's ImageNet transform makes it:
+/// [`eval_resize_crop`] (always, even for a photo already `size` x `size`), then `norm`; f32
+/// CHW, `3 * size * size` values.
+pub fn eval_input(img: &Image, size: usize, norm: &Normalize) -> Vec<f32> {
+    let img = eval_resize_crop(img, size);
+    let mut out = vec![0f32; 3 * size * size];
+    norm.apply(&img, [0.0; 3], &mut out);
+    out
+}
+
 /// Per-channel normalisation: `(x / 255 - mean) / std`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalize {
