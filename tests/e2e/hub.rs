@@ -171,6 +171,25 @@ fn hub_export_serve_pull_round_trip_gives_bit_identical_logits() {
         .success()
         .stdout(predicate::str::contains("photo.png"));
     assert_eq!(server.file_gets(), 1, "served from the cache");
+    // `eval --pretrained` uses the same pulled weights (on real data, when there is some).
+    if let Some(data) = zoo_tests::data_root() {
+        zoo_hub(&server, &home)
+            .env("HF_HUB_OFFLINE", "1")
+            .arg("--zoo")
+            .arg(&cards)
+            .args([
+                "eval",
+                "alexnet-cifar",
+                "--pretrained",
+                "--limit",
+                "64",
+                "--data",
+            ])
+            .arg(&data)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("top-1"));
+    }
 }
 
 /// A small card of the shipped zoo's shape, its weights on the test server's `zoo-test/tiny`.
