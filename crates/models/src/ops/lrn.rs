@@ -8,8 +8,9 @@
 //!
 //! and `j in window(c)` iff `c` is in the transposed window `j - (size-1)/2 ..= j + size/2`.
 //! The forward is the custom op [`Lrn`]; its `bwd` applies [`LrnBackward`], a custom op over
-//! `(input, grad_output)` that recomputes `s` and returns the input gradient. CPU only for now
-//! (rayon over the `B * C` planes, `f32` and `f64`).
+//! `(input, grad_output)` that recomputes `s` and returns the input gradient. Both run on the CPU
+//! (rayon over the `B * C` planes, `f32` and `f64`) and, with the `cuda` feature, on CUDA
+//! (`cuda/lrn.cu`, one thread per element: `f32`, `f64`, `f16`, `bf16`).
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -47,6 +48,21 @@ impl Lrn {
             beta,
             k,
         })
+    }
+
+    /// A launch of `cuda/lrn.cu`'s `kernel` over the `n` elements of a tensor of `c` planes of
+    /// `hw`: the kernels' scalars are `C, H * W, size, alpha, beta, k` and whether `beta` is
+    /// 0.75 (the square-root path, as on the CPU).
+    #[cfg(feature = "cuda")]
+    fn launch(&self, kernel: &'static str, n: usize, d: Dims) -> super::cuda::Launch {
+        super::cuda::Launch {
+            module: super::cuda::LRN,
+            kernel,
+            n,
+            ints: vec![d.c, d.hw, self.size],
+            floats: vec![self.alpha, self.beta, self.k],
+            flags: vec![self.beta == 0.75],
+        }
     }
 
     /// Channels `[lo, hi)` summed for output channel `c` of `n`.
@@ -168,6 +184,23 @@ impl CustomOp1 for Lrn {
         Ok((out, layout.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (_, c, h, w) = layout.shape().dims4()?;
+        let out = self
+            .launch(
+                "lrn_fwd",
+                layout.shape().elem_count(),
+                Dims { c, hw: h * w },
+            )
+            .apply1(storage, layout)?;
+        Ok((out, layout.shape().clone()))
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let grad = grad_res.contiguous()?;
         let arg = arg.contiguous()?;
@@ -179,6 +212,21 @@ impl CustomOp1 for Lrn {
 /// returning the input gradient `(B, C, H, W)`.
 #[derive(Debug, Clone, Copy)]
 pub struct LrnBackward(pub Lrn);
+
+impl LrnBackward {
+    /// The sizes of `(input, grad_output)` layouts, an error unless both have the same shape.
+    fn dims(l1: &Layout, l2: &Layout) -> Result<Dims> {
+        let (_, c, h, w) = l1.shape().dims4()?;
+        if l1.shape() != l2.shape() {
+            bail!(
+                "lrn backward: grad shape {:?}, expected {:?}",
+                l2.shape(),
+                l1.shape()
+            )
+        }
+        Ok(Dims { c, hw: h * w })
+    }
+}
 
 impl CustomOp2 for LrnBackward {
     fn name(&self) -> &'static str {
@@ -192,18 +240,26 @@ impl CustomOp2 for LrnBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, c, h, w) = l1.shape().dims4()?;
-        if l1.shape() != l2.shape() {
-            bail!(
-                "lrn backward: grad shape {:?}, expected {:?}",
-                l2.shape(),
-                l1.shape()
-            )
-        }
-        let d = Dims { c, hw: h * w };
+        let d = Self::dims(l1, l2)?;
         let out = dispatch2!("lrn backward", s1, l1, s2, l2, |xs, g| self
             .0
             .bwd_typed(xs, g, d));
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let d = Self::dims(l1, l2)?;
+        let out = self
+            .0
+            .launch("lrn_bwd", l1.shape().elem_count(), d)
+            .apply2(s1, l1, s2, l2)?;
         Ok((out, l1.shape().clone()))
     }
 }

@@ -4,8 +4,9 @@
 //! [`MaxPool2dBackward`], over `(input, grad_output)` that recomputes each window's argmax (the
 //! first maximum in row-major window order, as PyTorch picks it) and scatters the output
 //! gradient into the input gradient, summing where windows overlap. Nothing is stored between
-//! the two passes. Both ops run on the CPU (rayon over the `B * C` planes, `f32` and `f64`); their
-//! `cuda_fwd` is left to Candle's default "no cuda implementation" error until a kernel follows.
+//! the two passes. Both ops run on the CPU (rayon over the `B * C` planes, `f32` and `f64`) and,
+//! with the `cuda` feature, on CUDA (`cuda/max_pool.cu`: `f32`, `f64`, `f16`, `bf16`; the
+//! backward gathers per input element, so it needs no atomics and is deterministic).
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -30,6 +31,20 @@ struct Plane {
 }
 
 impl MaxPool2d {
+    /// A launch of `cuda/max_pool.cu`'s `kernel` over `n` elements for planes `p`: the
+    /// kernels' scalars are `h, w, ho, wo, kernel, stride, padding`.
+    #[cfg(feature = "cuda")]
+    fn launch(&self, kernel: &'static str, n: usize, p: &Plane) -> super::cuda::Launch {
+        super::cuda::Launch {
+            module: super::cuda::MAX_POOL,
+            kernel,
+            n,
+            ints: vec![p.h, p.w, p.ho, p.wo, self.kernel, self.stride, self.padding],
+            floats: vec![],
+            flags: vec![],
+        }
+    }
+
     /// Checks `kernel >= 1`, `stride >= 1` and `padding <= kernel / 2` (PyTorch's rule: every
     /// window then holds at least one real input value).
     pub fn new(kernel: usize, stride: usize, padding: usize) -> Result<Self> {
@@ -161,6 +176,20 @@ impl CustomOp1 for MaxPool2d {
         Ok((out, shape))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let p = self.plane(h, w)?;
+        let out = self
+            .launch("max_pool_fwd", b * c * p.ho * p.wo, &p)
+            .apply1(storage, layout)?;
+        Ok((out, Shape::from((b, c, p.ho, p.wo))))
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let grad = grad_res.contiguous()?;
         let arg = arg.contiguous()?;
@@ -174,6 +203,23 @@ impl CustomOp1 for MaxPool2d {
 #[derive(Debug, Clone, Copy)]
 pub struct MaxPool2dBackward(pub MaxPool2d);
 
+impl MaxPool2dBackward {
+    /// `B`, `C` and the planes of `(input, grad_output)` layouts, an error unless the gradient
+    /// has the output's shape.
+    fn dims(&self, l1: &Layout, l2: &Layout) -> Result<(usize, usize, Plane)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let p = self.0.plane(h, w)?;
+        if l2.shape().dims() != [b, c, p.ho, p.wo] {
+            bail!(
+                "max_pool2d backward: grad shape {:?}, expected {:?}",
+                l2.shape(),
+                (b, c, p.ho, p.wo)
+            )
+        }
+        Ok((b, c, p))
+    }
+}
+
 impl CustomOp2 for MaxPool2dBackward {
     fn name(&self) -> &'static str {
         "zoo-max-pool2d-backward"
@@ -186,18 +232,26 @@ impl CustomOp2 for MaxPool2dBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (b, c, h, w) = l1.shape().dims4()?;
-        let p = self.0.plane(h, w)?;
-        if l2.shape().dims() != [b, c, p.ho, p.wo] {
-            bail!(
-                "max_pool2d backward: grad shape {:?}, expected {:?}",
-                l2.shape(),
-                (b, c, p.ho, p.wo)
-            )
-        }
+        let (b, c, p) = self.dims(l1, l2)?;
         let out = dispatch2!("max_pool2d backward", s1, l1, s2, l2, |xs, g| self
             .0
             .bwd_typed(xs, g, b, c, &p));
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (b, c, p) = self.dims(l1, l2)?;
+        let out = self
+            .0
+            .launch("max_pool_bwd", b * c * p.h * p.w, &p)
+            .apply2(s1, l1, s2, l2)?;
         Ok((out, l1.shape().clone()))
     }
 }

@@ -6,8 +6,9 @@
 //! The fast ops are Candle [`candle_core::CustomOp1`]s whose `bwd` applies a second custom op
 //! (a [`candle_core::CustomOp2`] over the forward input and the output gradient) that returns the
 //! input gradient. The CPU kernels are rayon-parallel and handle `f32` and `f64`; other dtypes are
-//! an error. No CUDA kernel exists yet: on a CUDA tensor the ops return Candle's "no cuda
-//! implementation" error.
+//! an error. With the `cuda` feature, max-pooling and LRN (both passes) also run on CUDA, for
+//! `f32`, `f64`, `f16` and `bf16` (kernels in `ops/cuda/*.cu`, one thread per output element);
+//! [`conv2d`] uses Candle's stock CUDA convolution there.
 
 /// Dispatches a typed kernel over two CPU storages of the same float dtype: `$a`, `$b` are their
 /// contiguous slices, `$body` returns the output `Vec`. Defined before the op modules so all see it.
@@ -38,6 +39,8 @@ mod bias_relu;
 mod conv;
 #[cfg(test)]
 mod conv_tests;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod lrn;
 mod max_pool;
 #[cfg(test)]
@@ -101,19 +104,22 @@ pub(crate) fn contiguous_slice<'a, T: WithDType>(
     }
 }
 
-/// Checks a `(B, C, H, W)` f32/f64 input, the one layout and the dtypes the CPU kernels handle.
+/// Checks a `(B, C, H, W)` input of a dtype the kernels handle: f32/f64, and on CUDA also
+/// f16/bf16.
 pub(crate) fn check_input(xs: &candle_core::Tensor, op: &str) -> candle_core::Result<()> {
+    use candle_core::DType;
     if xs.rank() != 4 {
         candle_core::bail!(
             "{op}: expected a (B, C, H, W) tensor, got shape {:?}",
             xs.shape()
         )
     }
-    if !matches!(
-        xs.dtype(),
-        candle_core::DType::F32 | candle_core::DType::F64
-    ) {
-        candle_core::bail!("{op}: unsupported dtype {:?} (f32 or f64)", xs.dtype())
+    match xs.dtype() {
+        DType::F32 | DType::F64 => Ok(()),
+        DType::F16 | DType::BF16 if xs.device().is_cuda() => Ok(()),
+        dt if xs.device().is_cuda() => {
+            candle_core::bail!("{op}: unsupported dtype {dt:?} (f32, f64, f16 or bf16)")
+        }
+        dt => candle_core::bail!("{op}: unsupported dtype {dt:?} (f32 or f64)"),
     }
-    Ok(())
 }
