@@ -14,6 +14,8 @@ fn main() {
 
 #[cfg(feature = "cuda")]
 fn cuda() -> Result<(), Box<dyn std::error::Error>> {
+    // The directory too, so that a new kernel file is picked up.
+    println!("cargo::rerun-if-changed=src/ops/cuda");
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     cudaforge::KernelBuilder::new()
         .source_dir("src/ops/cuda")
