@@ -2,21 +2,19 @@
 //! weights and random input (speed does not depend on either). No data, no training run: the
 //! quick loop for measuring a kernel change, and the zoo half of `scripts/speed/compare.sh`.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Result;
 use candle_core::DType;
 use serde::Serialize;
-use tabled::settings::{object::Columns, Alignment, Style};
-use tabled::{Table, Tabled};
+use tabled::Tabled;
 use zoo_card::Zoo;
 use zoo_models::init::{SeededRng, SeededVarMap};
 use zoo_models::ZooModel;
 
 use crate::bench::{throughput, training_throughput};
 use crate::cli::SpeedArgs;
-use crate::verbs::{parse_device, user};
+use crate::verbs::{parse_device, print_rows, user};
 
 #[derive(Tabled, Serialize)]
 struct SpeedRow {
@@ -80,16 +78,5 @@ pub fn speed(root: &Path, args: &SpeedArgs) -> Result<()> {
             );
         }
     }
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-    } else {
-        let mut table = Table::new(&rows);
-        table
-            .with(Style::rounded())
-            .modify(Columns::new(2..), Alignment::right());
-        writeln!(out, "{table}")?;
-    }
-    Ok(())
+    print_rows(&rows, args.json, 2..7)
 }

@@ -100,17 +100,7 @@ fn list(root: &Path, json: bool) -> Result<()> {
             Err(e) => errors.extend(e.0),
         }
     }
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-    } else {
-        let mut table = Table::new(&rows);
-        table
-            .with(Style::rounded())
-            .modify(Columns::one(3), Alignment::right());
-        writeln!(out, "{table}")?;
-    }
+    print_rows(&rows, json, 3..4)?;
     if !errors.is_empty() {
         return Err(CardErrors(errors).into());
     }
@@ -367,6 +357,27 @@ pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>)
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Prints `rows` to stdout as pretty JSON, or as a rounded table with the columns in `right`
+/// (numbers) right-aligned.
+pub(crate) fn print_rows<R: Tabled + Serialize>(
+    rows: &[R],
+    json: bool,
+    right: std::ops::Range<usize>,
+) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, rows)?;
+        writeln!(out)?;
+    } else {
+        let mut table = Table::new(rows);
+        table
+            .with(Style::rounded())
+            .modify(Columns::new(right), Alignment::right());
+        writeln!(out, "{table}")?;
+    }
+    Ok(())
 }
 
 /// Thousands separators, as in the reports (tabled's `display` passes a reference).
