@@ -97,7 +97,7 @@ pub fn read_header(
     let not = |why: String| {
         Ok(Err(format!(
             "not a safetensors file ({why}); it begins with \"{}\"",
-            printable(&start)
+            zoo_hf::printable(&start)
         )))
     };
     let Some(n) = start.get(..8).and_then(|h| <[u8; 8]>::try_from(h).ok()) else {
@@ -138,15 +138,6 @@ pub fn read_header(
             )
         })
         .collect()))
-}
-
-fn printable(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
 }
 
 /// Every difference between a header and the parameters a card expects, sorted by name.
