@@ -109,7 +109,16 @@ fn missing_data_says_where_it_looked() {
         .arg(dir.path().join("nowhere"))
         .arg("--out")
         .arg(dir.path().join("run"))
+        // cifar10's last source is the hub: cache only, and an empty cache, so nothing is fetched.
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", dir.path().join("hf"))
+        .env_remove("HF_HUB_CACHE")
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("nowhere").and(predicate::str::contains("cifar")));
+        .stderr(
+            predicate::str::contains("nowhere")
+                .and(predicate::str::contains("cifar"))
+                .and(predicate::str::contains("hub dataset uoft-cs/cifar10"))
+                .and(predicate::str::contains("HF_HUB_OFFLINE is set")),
+        );
 }

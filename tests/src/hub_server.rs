@@ -1,5 +1,6 @@
 //! A real HTTP/1.1 server on 127.0.0.1 that speaks the Hugging Face hub's file protocol:
-//! `HEAD` and `GET /{owner}/{name}/resolve/{revision}/{file}` answered with `ETag`,
+//! `HEAD` and `GET /{owner}/{name}/resolve/{revision}/{file}` (dataset repositories:
+//! `/datasets/{owner}/{name}/...`, published here as `datasets/owner/name`) answered with `ETag`,
 //! `X-Repo-Commit` and `Content-Length`, 404s carrying `X-Error-Code` as the hub's do. Point
 //! `HF_ENDPOINT` at [`HubServer::url`]. Switches make file downloads fail (status 500 with an
 //! error body, a body cut short) and a counter says how many file bodies were sent.
@@ -86,7 +87,7 @@ impl HubServer {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Publishes `bytes` as `file` of `repo` at `commit`.
+    /// Publishes `bytes` as `file` of `repo` at `commit` (`datasets/owner/name` for a dataset).
     pub fn add_file(&self, repo: &str, commit: &str, file: &str, bytes: Vec<u8>) {
         self.with(|s| {
             s.repos
@@ -232,10 +233,15 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
 
 fn route(s: &mut State, method: &str, target: &str, auth: Option<&str>) -> Reply {
     let segs: Vec<&str> = target.trim_start_matches('/').split('/').collect();
+    // Dataset repositories live under /datasets/, apart from model repositories of that name.
+    let (kind, segs) = match segs.split_first() {
+        Some((&"datasets", rest)) => ("datasets/", rest),
+        _ => ("", &segs[..]),
+    };
     if !matches!(method, "HEAD" | "GET") || segs.len() < 5 || segs[2] != "resolve" {
         return reply("400 Bad Request", vec![], "unsupported request");
     }
-    let repo_id = format!("{}/{}", segs[0], segs[1]);
+    let repo_id = format!("{kind}{}/{}", segs[0], segs[1]);
     let (rev, file) = (segs[3], segs[4..].join("/"));
     if let Some(token) = &s.token {
         if auth != Some(format!("Bearer {token}").as_str()) {

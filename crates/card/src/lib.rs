@@ -13,7 +13,7 @@ mod wire;
 mod zoo;
 
 pub use error::{CardError, CardErrors, ErrorKind};
-pub use span::{DocPath, LineCol, Seg};
+pub use span::{DocPath, LineCol, Seg, Span, SpanIndex};
 pub use spec::*;
 pub use validate::HEAD_SITE;
 pub use zoo::Zoo;

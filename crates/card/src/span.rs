@@ -171,7 +171,6 @@ impl SpanIndex {
     }
 
     /// The span of `path`, or of its nearest ancestor that has one.
-    #[cfg(test)]
     pub fn locate(&self, path: &DocPath) -> Option<Span> {
         let mut segs = path.0.clone();
         loop {

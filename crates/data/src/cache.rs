@@ -85,6 +85,15 @@ impl Fnv1a {
     }
 }
 
+/// A file's modification time in nanoseconds since the epoch (0 where the platform has none):
+/// with its size, what cache keys hash to notice a replaced file without reading it.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
 fn checksum(pixels: &[u8], labels: &[u8]) -> u64 {
     let mut h = Fnv1a::default();
     h.write_words(pixels);
@@ -128,7 +137,7 @@ pub enum Miss {
     Invalid(String),
 }
 
-/// Reads and verifies a cache file written by [`write`].
+/// Reads and verifies a cache file written by [`write()`].
 pub fn read(path: &Path) -> std::result::Result<ImageSet, Miss> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,

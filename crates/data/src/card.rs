@@ -6,8 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use zoo_card::{DocPath, SpanIndex};
 
 use crate::error::{Error, Result};
+
+mod hub;
+pub use hub::HubSource;
 
 /// A parsed and validated dataset card.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -65,14 +69,20 @@ pub enum Source {
         /// Folder relative to the data root (usually `cifar-10-batches-bin`).
         path: PathBuf,
     },
-    /// A Hugging Face hub dataset repository (parsed; not loadable in this build).
-    Hub {
-        /// `owner/name` of the dataset repository.
-        repo: String,
-        /// Git revision; the default branch when absent.
-        #[serde(default)]
-        revision: Option<String>,
-    },
+    /// A Hugging Face hub dataset repository of parquet files, downloaded into the Hugging Face
+    /// cache; tried like any other source, usually last.
+    Hub(HubSource),
+}
+
+impl Source {
+    /// The key the source is written under in a card (`image_folder`, `cifar_binary`, `hub`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::ImageFolder { .. } => "image_folder",
+            Source::CifarBinary { .. } => "cifar_binary",
+            Source::Hub(_) => "hub",
+        }
+    }
 }
 
 impl DatasetCard {
@@ -97,7 +107,7 @@ impl DatasetCard {
                     message: e.to_string(),
                 }
             })?;
-        card.validate(file)?;
+        card.validate(file, &SpanIndex::new(text))?;
         Ok(card)
     }
 
@@ -122,6 +132,8 @@ impl DatasetCard {
             if names.len() != classes.len() {
                 return Err(Error::CardInvalid {
                     file: path,
+                    line: None,
+                    column: None,
                     field: "labels".into(),
                     message: format!(
                         "{} names for {} classes: one line per class, in label order",
@@ -134,12 +146,20 @@ impl DatasetCard {
         Ok(Some(names))
     }
 
-    fn validate(&self, file: &Path) -> Result<()> {
-        let invalid = |field: &str, message: String| Error::CardInvalid {
-            file: file.to_path_buf(),
-            field: field.to_string(),
-            message,
+    fn validate(&self, file: &Path, spans: &SpanIndex) -> Result<()> {
+        // Errors point at the value, or at the key when the key itself is wrong.
+        let located = |field: &str, message: String, key: bool| {
+            let span = spans.locate(&DocPath::parse(field));
+            let at = span.map(|s| if key { s.key_or_value() } else { s.value });
+            Error::CardInvalid {
+                file: file.to_path_buf(),
+                line: at.map(|a| a.line),
+                column: at.map(|a| a.col),
+                field: field.to_string(),
+                message,
+            }
         };
+        let invalid = |field: &str, message: String| located(field, message, false);
         if self.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty".into()));
         }
@@ -193,12 +213,20 @@ impl DatasetCard {
             return Err(invalid("sources", "must list at least one source".into()));
         }
         for (i, s) in self.sources.iter().enumerate() {
-            if let Source::ImageFolder { path } | Source::CifarBinary { path } = s {
-                if path.is_absolute() {
-                    return Err(invalid(
-                        &format!("sources[{i}].path"),
-                        format!("`{}` must be relative to the data root", path.display()),
-                    ));
+            let at = format!("sources[{i}].{}", s.kind());
+            match s {
+                Source::ImageFolder { path } | Source::CifarBinary { path } => {
+                    if path.is_absolute() {
+                        return Err(invalid(
+                            &format!("{at}.path"),
+                            format!("`{}` must be relative to the data root", path.display()),
+                        ));
+                    }
+                }
+                Source::Hub(hub) => {
+                    if let Some((field, message, key)) = hub.problem(&self.splits) {
+                        return Err(located(&format!("{at}.{field}"), message, key));
+                    }
                 }
             }
         }
@@ -210,14 +238,49 @@ impl DatasetCard {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "name: tiny\nclasses: [a, b]\nimage_size: 4\nmean: [0.5, 0.5, 0.5]\nstd: [0.25, 0.25, 0.25]\nsplits: {train: train}\nsources:\n  - image_folder: {path: tiny}\n  - cifar_binary: {path: bin}\n  - hub: {repo: x/y}\n";
+    const GOOD: &str = "name: tiny\nclasses: [a, b]\nimage_size: 4\nmean: [0.5, 0.5, 0.5]\nstd: [0.25, 0.25, 0.25]\nsplits: {train: train}\nsources:\n  - image_folder: {path: tiny}\n  - cifar_binary: {path: bin}\n  - hub: {repo: x/y, files: {train: data/train.parquet}}\n";
 
     #[test]
     fn parses_all_source_kinds() {
         let c = DatasetCard::from_yaml(GOOD, Path::new("t.yaml")).unwrap();
         assert_eq!(c.class_list().unwrap(), ["a", "b"]);
         assert_eq!(c.sources.len(), 3);
-        assert!(matches!(c.sources[2], Source::Hub { ref repo, revision: None } if repo == "x/y"));
+        let Source::Hub(hub) = &c.sources[2] else {
+            panic!("{:?}", c.sources[2]);
+        };
+        assert_eq!((hub.repo.as_str(), hub.revision.as_str()), ("x/y", "main"));
+        assert_eq!(hub.files["train"], "data/train.parquet");
+        assert_eq!(
+            (hub.image_column.as_str(), hub.label_column.as_str()),
+            ("image", "label")
+        );
+    }
+
+    #[test]
+    fn bad_hub_sources_are_located() {
+        // Each replacement of the hub line, and where its error must point (line 10).
+        let cases = [
+            ("{repo: cifar10, files: {train: t.parquet}}", "10:17: `sources[2].hub.repo`"),
+            ("{repo: x/y, revision: 0b27149, files: {train: t.parquet}}", "10:32: `sources[2].hub.revision`"),
+            ("{repo: x/y, files: {}}", "10:29: `sources[2].hub.files`"),
+            ("{repo: x/y, files: {tset: t.parquet}}", "10:30: `sources[2].hub.files.tset`: `tset` is not one of the card's splits (train)"),
+            ("{repo: x/y, files: {train: ../t.parquet}}", "10:37: `sources[2].hub.files.train`"),
+            ("{repo: x/y, files: {train: t.csv}}", "10:37: `sources[2].hub.files.train`"),
+            ("{repo: x/y, files: {train: t.parquet}, image_column: ''}", "10:63: `sources[2].hub.image_column`"),
+        ];
+        for (hub, want) in cases {
+            let t = GOOD.replace("{repo: x/y, files: {train: data/train.parquet}}", hub);
+            let e = DatasetCard::from_yaml(&t, Path::new("d.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("d.yaml:{want}")), "{hub}: {e}");
+        }
+        // A typo in a key is a parse error with its location, as everywhere in the card.
+        let t = GOOD.replace("files:", "file:");
+        let e = DatasetCard::from_yaml(&t, Path::new("d.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("d.yaml:10:") && e.contains("file"), "{e}");
     }
 
     #[test]
@@ -240,7 +303,7 @@ mod tests {
     fn bad_values_are_rejected() {
         let t = GOOD.replace("std: [0.25, 0.25, 0.25]", "std: [0.25, 0.0, 0.25]");
         let e = DatasetCard::from_yaml(&t, Path::new("t.yaml")).unwrap_err();
-        assert!(e.to_string().contains("std[1]"), "{e}");
+        assert!(e.to_string().starts_with("t.yaml:5:13: `std[1]`"), "{e}");
         let t = GOOD.replace("mean: [0.5, 0.5, 0.5]", "mean: [0.5, 0.5]");
         let e = DatasetCard::from_yaml(&t, Path::new("t.yaml")).unwrap_err();
         assert!(e.to_string().starts_with("t.yaml:4:"), "{e}");

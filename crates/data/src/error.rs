@@ -22,11 +22,15 @@ pub enum Error {
         message: String,
     },
 
-    /// A dataset card parsed but its values are inconsistent.
-    #[error("{}: `{field}`: {message}", .file.display())]
+    /// A dataset card parsed but its values are inconsistent: `file:line:column: field: message`.
+    #[error("{}{}: `{field}`: {message}", .file.display(), location_suffix(*.line, *.column))]
     CardInvalid {
         /// The card file (or `<memory>` for cards parsed from a string).
         file: PathBuf,
+        /// One-based line of the offending value, when known.
+        line: Option<usize>,
+        /// One-based column of the offending value, when known.
+        column: Option<usize>,
         /// The offending field.
         field: String,
         /// What is wrong and how to fix it.
@@ -93,6 +97,31 @@ pub enum Error {
     Empty {
         /// The split folder.
         path: PathBuf,
+    },
+
+    /// A hub source's file could not be downloaded (for a reason other than being offline or
+    /// unable to reach the hub, which only makes the source absent).
+    #[error("dataset repository `{repo}`, file `{file}` at revision {revision}: {message}\n  help: {help}")]
+    Hub {
+        /// `owner/name`.
+        repo: String,
+        /// The file in the repository.
+        file: String,
+        /// The card's revision.
+        revision: String,
+        /// What failed.
+        message: String,
+        /// What to do.
+        help: &'static str,
+    },
+
+    /// A parquet file is not one, or does not hold what the card says.
+    #[error("{}: {message}", .path.display())]
+    Parquet {
+        /// The parquet file.
+        path: PathBuf,
+        /// What is wrong (and whether the file was removed from the cache).
+        message: String,
     },
 
     /// A filesystem operation failed.

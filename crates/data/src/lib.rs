@@ -1,7 +1,8 @@
 //! zoo's data side: dataset cards (YAML) -> tensors.
 //!
 //! - [`DatasetCard`]: what a dataset is and where it may be (image folder, CIFAR binary, hub).
-//! - [`Dataset::open`]: one split, found under the data root (`--data` or `ZOO_DATA`); small
+//! - [`Dataset::open`]: one split, found under the data root (`--data` or `ZOO_DATA`) or in a
+//!   Hugging Face hub dataset repository (parquet, through the Hugging Face cache); small
 //!   same-size images are decoded in parallel into memory and cached on disk (`ZOO_CACHE`,
 //!   `$XDG_CACHE_HOME/zoo` or `~/.cache/zoo`), large photos are decoded per item.
 //! - [`Augment`]: pad-crop, flip, random-resized crop, PCA lighting; deterministic per
@@ -37,7 +38,7 @@ pub mod source;
 pub mod transform;
 
 pub use augment::Augment;
-pub use card::{Classes, DatasetCard, Source};
+pub use card::{Classes, DatasetCard, HubSource, Source};
 pub use dataset::{Dataset, LoadReport, OpenOptions};
 pub use error::{Error, Result};
 pub use loader::{Batch, Epoch, Loader, LoaderOptions};

@@ -3,9 +3,8 @@
 //! CHW, so reading is a copy.
 
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
-use crate::cache::{Fnv1a, ImageSet};
+use crate::cache::{mtime_ns, Fnv1a, ImageSet};
 use crate::error::{Error, Result};
 
 /// Side of a CIFAR image.
@@ -38,11 +37,6 @@ pub fn cache_key(files: &[PathBuf]) -> Result<u64> {
     h.write(b"cifar_binary\0");
     for f in files {
         let meta = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
         h.write(
             f.file_name()
                 .unwrap_or_default()
@@ -50,7 +44,7 @@ pub fn cache_key(files: &[PathBuf]) -> Result<u64> {
                 .as_bytes(),
         );
         h.write(&meta.len().to_le_bytes());
-        h.write(&mtime.to_le_bytes());
+        h.write(&mtime_ns(&meta).to_le_bytes());
     }
     Ok(h.finish())
 }

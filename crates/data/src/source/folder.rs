@@ -2,13 +2,10 @@
 //! same on every machine; decoding runs in parallel with rayon.
 
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
-use rayon::prelude::*;
-
-use crate::cache::{Fnv1a, ImageSet};
+use crate::cache::{mtime_ns, Fnv1a, ImageSet};
 use crate::error::{Error, Result};
-use crate::transform::{hwc_to_chw, Image};
+use crate::transform::Image;
 
 /// One image file and its label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,16 +92,11 @@ pub fn list(split_dir: &Path, classes: Option<&[String]>, dataset: &str) -> Resu
             if !meta.is_file() {
                 continue;
             }
-            let mtime_ns = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
             items.push(Item {
                 path,
                 label: label as u32,
                 size: meta.len(),
-                mtime_ns,
+                mtime_ns: mtime_ns(&meta),
             });
         }
     }
@@ -179,26 +171,12 @@ pub fn decode(path: &Path) -> Result<Image> {
 
 /// Decodes every item in parallel into one buffer; all images must be `height` x `width`.
 pub fn decode_all(items: &[Item], height: usize, width: usize) -> Result<ImageSet> {
-    let per = 3 * height * width;
-    let mut pixels = vec![0u8; items.len() * per];
-    pixels
-        .par_chunks_mut(per)
-        .zip(items.par_iter())
-        .try_for_each(|(dst, item)| -> Result<()> {
-            let img = decode_rgb(&item.path)?;
-            let (w, h) = (img.width() as usize, img.height() as usize);
-            if (h, w) != (height, width) {
-                return Err(Error::Image {
-                    path: item.path.clone(),
-                    message: format!(
-                        "image is {w}x{h} but the other images of this split are \
-                         {width}x{height}; resize it or remove it"
-                    ),
-                });
-            }
-            hwc_to_chw(img.as_raw(), h, w, dst);
-            Ok(())
-        })?;
+    let pixels = super::decode_parallel(
+        items.len(),
+        (height, width),
+        |i| decode_rgb(&items[i].path),
+        |i| (items[i].path.clone(), String::new()),
+    )?;
     Ok(ImageSet {
         height,
         width,
