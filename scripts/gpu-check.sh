@@ -6,7 +6,11 @@
 #   2. op checks: zoo's CUDA kernels (max-pooling, LRN; forward and backward; f64/f32/f16/bf16)
 #      against the CPU kernels (crates/models/tests/cuda_ops.rs);
 #   3. `zoo speed` of every card: inference at batch 1 and 32, training at 32, on cuda;
-#   4. a short CIFAR-10 training of alexnet-cifar on cuda (skipped, said so, without $ZOO_DATA).
+#   4. AlexNet at 224 in f32, TF32 and bf16 mixed precision, batch 256, beside the published
+#      anchors, with the GPU memory high-water mark of each measurement;
+#   5. a short CIFAR-10 training of alexnet-cifar on cuda, in f32 and in bf16 mixed precision,
+#      and `zoo bench` of it (its result holds the GPU memory high-water mark); skipped, said
+#      so, without $ZOO_DATA.
 #
 #   scripts/gpu-check.sh
 #   ZOO=path/to/zoo OPS_TEST=path/to/cuda_ops-test LIMIT=6400 EPOCHS=1 scripts/gpu-check.sh
@@ -101,30 +105,73 @@ for card in $cards; do
 done
 echo >> "$report"
 
-# --- 3. a short CIFAR-10 training ------------------------------------------------------------
-echo "## Training: alexnet-cifar, $EPOCHS epoch(s), --limit $LIMIT, $DEVICE" >> "$report"
+# --- 3. AlexNet at 224 in each precision, beside the anchors -----------------------------------
+echo "## AlexNet at 224, batch 256: f32, TF32, bf16 mixed precision ($DEVICE)" >> "$report"
 echo >> "$report"
+echo "Anchors (A100, TensorFlow): training about 10,200 img/s in TF32 and 16,500 img/s in fp16;" >> "$report"
+echo "inference about 28,000 and 34,700 img/s. Rows: zoo's median images/s; the JSON files also" >> "$report"
+echo "hold the GPU memory high-water mark of each row (\`peak_device_mib\`)." >> "$report"
+echo >> "$report"
+for precision in f32 tf32 bf16; do
+  case $precision in
+    f32) flags=() ;;
+    tf32) flags=(--tf32) ;;
+    bf16) flags=(--precision bf16) ;;
+  esac
+  t=$(date +%s)
+  if "$ZOO" speed alexnet --batch 1,32,256 --train-batch 32,256 --device "$DEVICE" "${flags[@]}" \
+      --json > "$out/speed/alexnet-$precision.json" 2> "$out/logs/alexnet-$precision.log" \
+    && "$ZOO" speed alexnet --batch 1,32,256 --train-batch 32,256 --device "$DEVICE" "${flags[@]}" \
+      > "$out/logs/alexnet-$precision.table" 2>> "$out/logs/alexnet-$precision.log"; then
+    { echo "$precision ($(elapsed "$t")):"; echo; echo '```'; cat "$out/logs/alexnet-$precision.table"; echo '```'; echo; } >> "$report"
+  else
+    failed+=("alexnet:$precision")
+    echo "$precision: **FAILED**: $(tail -n1 "$out/logs/alexnet-$precision.log")" >> "$report"
+    echo >> "$report"
+  fi
+done
+
+# --- 4. short CIFAR-10 trainings and a bench -------------------------------------------------
 if [ -z "${ZOO_DATA:-}" ] && [ -d ../shared/datasets ]; then
   ZOO_DATA="$(cd ../shared/datasets && pwd)"
   export ZOO_DATA
 fi
-if [ -z "${ZOO_DATA:-}" ]; then
-  echo "skipped: no \$ZOO_DATA (CIFAR-10 under it, see datasets/README.md)" >> "$report"
-else
+for precision in f32 bf16; do
+  echo "## Training: alexnet-cifar, $EPOCHS epoch(s), --limit $LIMIT, $DEVICE, $precision" >> "$report"
+  echo >> "$report"
+  if [ -z "${ZOO_DATA:-}" ]; then
+    echo "skipped: no \$ZOO_DATA (CIFAR-10 under it, see datasets/README.md)" >> "$report"
+    echo >> "$report"
+    continue
+  fi
   run=$(mktemp -d)
   t=$(date +%s)
-  if "$ZOO" train alexnet-cifar --device "$DEVICE" --epochs "$EPOCHS" --limit "$LIMIT" \
-      --out "$run" --quiet > "$out/logs/train.log" 2>&1; then
-    echo "passed in $(elapsed "$t"); metrics (\`train-metrics.jsonl\`):" >> "$report"
+  if "$ZOO" train alexnet-cifar --device "$DEVICE" --precision "$precision" --epochs "$EPOCHS" \
+      --limit "$LIMIT" --out "$run" --quiet > "$out/logs/train-$precision.log" 2>&1; then
+    echo "passed in $(elapsed "$t"); metrics (\`train-$precision-metrics.jsonl\`):" >> "$report"
   else
-    failed+=(train)
-    echo "**FAILED** in $(elapsed "$t") (log: \`$out/logs/train.log\`):" >> "$report"
+    failed+=("train:$precision")
+    echo "**FAILED** in $(elapsed "$t") (log: \`$out/logs/train-$precision.log\`):" >> "$report"
   fi
-  cp "$run/metrics.jsonl" "$out/train-metrics.jsonl" 2>/dev/null || true
-  { echo; echo '```'; tail -n 5 "$out/train-metrics.jsonl" 2>/dev/null || tail -n 5 "$out/logs/train.log"; echo '```'; } >> "$report"
+  cp "$run/metrics.jsonl" "$out/train-$precision-metrics.jsonl" 2>/dev/null || true
+  { echo; echo '```'; tail -n 5 "$out/train-$precision-metrics.jsonl" 2>/dev/null || tail -n 5 "$out/logs/train-$precision.log"; echo '```'; } >> "$report"
   rm -rf "$run"
+  echo >> "$report"
+done
+if [ -n "${ZOO_DATA:-}" ]; then
+  echo "## zoo bench alexnet-cifar (quick profile, $DEVICE)" >> "$report"
+  echo >> "$report"
+  t=$(date +%s)
+  if "$ZOO" bench alexnet-cifar --device "$DEVICE" --out "$out/bench" > "$out/logs/bench.log" 2>&1 \
+      && "$ZOO" report --out "$out/bench" >> "$out/logs/bench.log" 2>&1; then
+    echo "passed in $(elapsed "$t"): \`bench/cifar10/results.json\`, \`bench/cifar10/report.md\`" >> "$report"
+    grep -o '"peak_device_bytes": *[0-9]*' "$out/bench/cifar10/results.json" >> "$report" || true
+  else
+    failed+=(bench)
+    echo "**FAILED** in $(elapsed "$t") (log: \`$out/logs/bench.log\`)" >> "$report"
+  fi
+  echo >> "$report"
 fi
-echo >> "$report"
 
 if [ ${#failed[@]} -eq 0 ]; then
   echo "All steps passed." >> "$report"

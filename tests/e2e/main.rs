@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod hub;
 mod parity;
+mod precision;
 mod registry;
 mod speed;
 mod train;

@@ -18,9 +18,10 @@ use zoo_models::{describe, ZooModel};
 use zoo_report::{CardResult, Environment, EpochPoint, Latency, ResultsStore, Status, Throughput};
 use zoo_train::Optim;
 
-use crate::cli::{BenchArgs, BenchCardArgs, DataArgs, Profile};
+use crate::cli::{BenchArgs, BenchCardArgs, ComputeArgs, DataArgs, Profile};
+use crate::compute::{device_peak_bytes, reset_device_peak, synchronize};
 use crate::train::{dataset_card, run_training, TrainRun};
-use crate::verbs::{parse_device, user};
+use crate::verbs::user;
 
 /// The Candle release zoo is built against (checked against Cargo.lock by a test).
 pub const CANDLE_VERSION: &str = "0.11.1";
@@ -68,7 +69,7 @@ pub fn bench(root: &Path, datasets: &Path, args: &BenchArgs) -> Result<()> {
         cmd.arg("--zoo").arg(root).arg("--datasets").arg(datasets);
         cmd.args(["bench-card", id, "--profile", profile, "--result"])
             .arg(&result_file);
-        cmd.args(["--device", &args.data.device]);
+        cmd.args(args.data.compute.to_args());
         if let Some(data) = &args.data.data {
             cmd.arg("--data").arg(data);
         }
@@ -84,6 +85,7 @@ pub fn bench(root: &Path, datasets: &Path, args: &BenchArgs) -> Result<()> {
             None => failure(
                 &card,
                 profile,
+                &args.data.compute,
                 format!("the bench process exited with {status} without a result"),
             ),
         };
@@ -143,7 +145,12 @@ pub fn bench_card(root: &Path, datasets: &Path, args: &BenchCardArgs) -> Result<
     let started = Instant::now();
     let mut result = match measure(&card, datasets, args) {
         Ok(r) => r,
-        Err(e) => failure(&card, args.profile.as_str(), format!("{e:#}")),
+        Err(e) => failure(
+            &card,
+            args.profile.as_str(),
+            &args.data.compute,
+            format!("{e:#}"),
+        ),
     };
     result.wall_seconds = started.elapsed().as_secs_f64();
     result.peak_rss_bytes = peak_rss_bytes();
@@ -151,7 +158,7 @@ pub fn bench_card(root: &Path, datasets: &Path, args: &BenchCardArgs) -> Result<
     crate::verbs::write_atomic(&args.result, |tmp| Ok(std::fs::write(tmp, &json)?))
 }
 
-fn failure(card: &Card, profile: &str, error: String) -> CardResult {
+fn failure(card: &Card, profile: &str, compute: &ComputeArgs, error: String) -> CardResult {
     let cost: u64 = describe(card)
         .map(|rows| rows.iter().map(|r| r.params).sum())
         .unwrap_or(0);
@@ -172,8 +179,9 @@ fn failure(card: &Card, profile: &str, error: String) -> CardResult {
         inference: Vec::new(),
         latency: None,
         peak_rss_bytes: None,
+        peak_device_bytes: None,
         curve: Vec::new(),
-        env: environment("cpu"),
+        env: environment(compute),
         wall_seconds: 0.0,
         command: command_line(),
     }
@@ -188,7 +196,9 @@ fn baseline(card: &Card) -> Option<String> {
 }
 
 fn measure(card: &Card, datasets: &Path, args: &BenchCardArgs) -> Result<CardResult> {
-    let device = parse_device(&args.data.device)?;
+    let compute = args.data.compute.open()?;
+    let device = compute.device.clone();
+    reset_device_peak(&device);
     let rows = describe(card)?;
     let params = rows.iter().map(|r| r.params).sum();
     let macs = rows.iter().map(|r| r.macs).sum();
@@ -235,7 +245,8 @@ fn measure(card: &Card, datasets: &Path, args: &BenchCardArgs) -> Result<CardRes
         card,
         vars.var_builder(DType::F32, &device),
         &SeededRng::new(0),
-    )?;
+    )?
+    .compute_in(compute.dtype);
     let weights_bytes = vars
         .sorted_vars()
         .iter()
@@ -272,8 +283,9 @@ fn measure(card: &Card, datasets: &Path, args: &BenchCardArgs) -> Result<CardRes
         inference,
         latency: Some(latency),
         peak_rss_bytes: None,
+        peak_device_bytes: device_peak_bytes(&device),
         curve,
-        env: environment(&args.data.device),
+        env: environment(&args.data.compute),
         wall_seconds: 0.0,
         command: command_line(),
     })
@@ -349,30 +361,30 @@ pub(crate) fn throughput(
     device: &Device,
 ) -> Result<Throughput> {
     let xs = input(card, batch, device)?;
-    model.forward_t(&xs, false)?;
-    let rates: Vec<f64> = (0..runs.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            model
-                .forward_t(&xs, false)
-                .map(|_| batch as f64 / t.elapsed().as_secs_f64())
-        })
-        .collect::<candle_core::Result<_>>()?;
+    let pass = || -> Result<f64> {
+        let t = Instant::now();
+        model.forward_t(&xs, false)?;
+        synchronize(device)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    pass()?;
+    let rates = (0..runs.max(1))
+        .map(|_| pass().map(|s| batch as f64 / s))
+        .collect::<Result<Vec<_>>>()?;
     Ok(spread(batch, rates))
 }
 
 /// Batch-1 latency percentiles over `runs` timed passes (after one warm-up).
 fn latency(model: &ZooModel, card: &Card, runs: usize, device: &Device) -> Result<Latency> {
     let xs = input(card, 1, device)?;
-    model.forward_t(&xs, false)?;
-    let mut ms: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            model
-                .forward_t(&xs, false)
-                .map(|_| 1e3 * t.elapsed().as_secs_f64())
-        })
-        .collect::<candle_core::Result<_>>()?;
+    let pass = || -> Result<f64> {
+        let t = Instant::now();
+        model.forward_t(&xs, false)?;
+        synchronize(device)?;
+        Ok(1e3 * t.elapsed().as_secs_f64())
+    };
+    pass()?;
+    let mut ms = (0..runs).map(|_| pass()).collect::<Result<Vec<_>>>()?;
     ms.sort_by(f64::total_cmp);
     // Nearest-rank percentiles.
     let pct = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
@@ -403,6 +415,7 @@ pub(crate) fn training_throughput(
         let t = Instant::now();
         let loss = zoo_train::cross_entropy(&model.forward_t(&xs, true)?, &labels, 0.0)?;
         sgd.step(&loss.backward()?)?;
+        synchronize(device)?;
         Ok(batch as f64 / t.elapsed().as_secs_f64())
     };
     step()?;
@@ -431,7 +444,7 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn environment(device: &str) -> Environment {
+fn environment(compute: &ComputeArgs) -> Environment {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -451,8 +464,8 @@ fn environment(device: &str) -> Environment {
     Environment {
         cpu,
         threads,
-        device: device.to_string(),
-        dtype: "f32".into(),
+        device: compute.device.clone(),
+        dtype: compute.label().into(),
         candle: CANDLE_VERSION.into(),
         git_commit,
         date: utc_date(),

@@ -103,12 +103,34 @@ pub struct DataArgs {
     /// Data root (default: `$ZOO_DATA`).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Device: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Use only this many images of each split, evenly spread (quick runs).
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+/// Where and in what precision a model computes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ComputeArgs {
+    /// Device: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute precision; weights, optimiser state and checkpoints stay f32 either way.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
+    /// Let CUDA's f32 matrix products use TF32 tensor cores (CUDA only).
+    #[arg(long)]
+    pub tf32: bool,
+}
+
+/// Compute precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    /// f32 throughout.
+    F32,
+    /// Mixed precision: activations and products in bf16, f32 master weights, loss in f32.
+    Bf16,
 }
 
 /// `zoo train`'s overrides of the card's recipe and run options.
@@ -223,9 +245,8 @@ pub struct SpeedArgs {
     /// Timed runs per measurement, after one warm-up (the median is reported).
     #[arg(long, default_value = "5")]
     pub runs: usize,
-    /// Device: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

@@ -16,8 +16,9 @@ use zoo_models::init::SeededRng;
 use zoo_models::weights::CheckedTensors;
 use zoo_models::ZooModel;
 
+use crate::compute::parse_device;
 use crate::train::dataset_card;
-use crate::verbs::{parse_device, user};
+use crate::verbs::user;
 
 /// `zoo pull`'s arguments.
 #[derive(Debug, Clone, clap::Args)]

@@ -8,6 +8,7 @@ use clap::Parser;
 
 mod bench;
 mod cli;
+mod compute;
 mod hub;
 mod speed;
 mod train;

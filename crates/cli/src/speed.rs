@@ -14,7 +14,8 @@ use zoo_models::ZooModel;
 
 use crate::bench::{throughput, training_throughput};
 use crate::cli::SpeedArgs;
-use crate::verbs::{parse_device, print_rows, user};
+use crate::compute::{device_peak_bytes, reset_device_peak};
+use crate::verbs::{print_rows, user};
 
 #[derive(Tabled, Serialize)]
 struct SpeedRow {
@@ -29,6 +30,9 @@ struct SpeedRow {
     max: f64,
     #[tabled(rename = "ms/batch", display = "rate")]
     ms_per_batch: f64,
+    /// The GPU's memory high-water mark during the measurement (JSON only; none on the CPU).
+    #[tabled(skip)]
+    peak_device_mib: Option<f64>,
 }
 
 fn rate(v: &f64) -> String {
@@ -41,7 +45,8 @@ pub fn speed(root: &Path, args: &SpeedArgs) -> Result<()> {
         return Err(user("name the cards to time"));
     }
     let zoo = Zoo::open(root)?;
-    let device = parse_device(&args.device)?;
+    let compute = args.compute.open()?;
+    let device = compute.device;
     let mut rows = Vec::new();
     for id in &args.cards {
         let card = zoo.resolve(id)?;
@@ -50,7 +55,8 @@ pub fn speed(root: &Path, args: &SpeedArgs) -> Result<()> {
             &card,
             vars.var_builder(DType::F32, &device),
             &SeededRng::new(0),
-        )?;
+        )?
+        .compute_in(compute.dtype);
         let mut row = |mode, t: zoo_report::Throughput| {
             if !args.json {
                 eprintln!("{id}: {mode} batch {}: {:.1} images/s", t.batch, t.median);
@@ -63,15 +69,18 @@ pub fn speed(root: &Path, args: &SpeedArgs) -> Result<()> {
                 min: t.min,
                 max: t.max,
                 ms_per_batch: 1e3 * t.batch as f64 / t.median,
+                peak_device_mib: device_peak_bytes(&device).map(|b| b as f64 / (1024.0 * 1024.0)),
             });
         };
         for &batch in &args.batch {
+            reset_device_peak(&device);
             row(
                 "inference",
                 throughput(&model, &card, batch, args.runs, &device)?,
             );
         }
         for &batch in &args.train_batch {
+            reset_device_peak(&device);
             row(
                 "training",
                 training_throughput(&card, &vars, &model, batch, args.runs, &device)?,

@@ -12,7 +12,7 @@ use zoo_models::ZooModel;
 use zoo_train::{evaluate, EpochMetrics, Trainer};
 
 use crate::cli::{DataArgs, EvalArgs, TrainArgs};
-use crate::verbs::{parse_device, user};
+use crate::verbs::user;
 
 /// The evaluation split: `test` when the dataset has one, else `val`.
 fn eval_split(card: &DatasetCard) -> &'static str {
@@ -146,7 +146,8 @@ pub(crate) fn run_training(run: &TrainRun) -> Result<Vec<EpochMetrics>> {
             dcard.name, dcard.image_size, dcard.image_size, card.input.size, card.input.size
         )));
     }
-    let device = parse_device(&run.data.device)?;
+    let compute = run.data.compute.open()?;
+    let device = compute.device.clone();
     let train_set = open(dcard, "train", &run.data)?;
     let eval_set = open(dcard, eval_split(dcard), &run.data)?;
     let mut train_opts = LoaderOptions::train(recipe.batch, recipe.augment, recipe.seed);
@@ -168,17 +169,20 @@ pub(crate) fn run_training(run: &TrainRun) -> Result<Vec<EpochMetrics>> {
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
     let vars = SeededVarMap::new(recipe.seed);
     let (vb_vars, build_card, build_device) = (vars.clone(), card.clone(), device.clone());
+    let compute_dtype = compute.dtype;
     let mut trainer = Trainer::new(
         &vars,
         recipe.clone(),
         id,
         run_dir,
         move |rng: &SeededRng| {
-            ZooModel::new(
+            // f32 variables (the master weights) whatever the compute precision.
+            let model = ZooModel::new(
                 &build_card,
                 vb_vars.var_builder(DType::F32, &build_device),
                 rng,
-            )
+            )?;
+            Ok(model.compute_in(compute_dtype))
         },
     )?
     .quiet(run.quiet);
@@ -226,7 +230,8 @@ pub fn eval(root: &Path, datasets: &Path, args: &EvalArgs) -> Result<()> {
     };
     let dcard = dataset_card(datasets, &name)?;
     let split = args.split.as_deref().unwrap_or_else(|| eval_split(&dcard));
-    let device = parse_device(&data.device)?;
+    let compute = data.compute.open()?;
+    let device = compute.device;
     let set = open(&dcard, split, data)?;
     let classes = set.classes().len();
     if classes != card.classes {
@@ -235,7 +240,8 @@ pub fn eval(root: &Path, datasets: &Path, args: &EvalArgs) -> Result<()> {
             dcard.name, card.classes
         )));
     }
-    let model = crate::hub::load_model(&card, args.weights.as_deref(), &device)?;
+    let model =
+        crate::hub::load_model(&card, args.weights.as_deref(), &device)?.compute_in(compute.dtype);
     let mut opts = LoaderOptions::eval(256);
     opts.limit = data.limit;
     let loader = Loader::new(set, opts, device)?;

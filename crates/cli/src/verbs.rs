@@ -16,6 +16,7 @@ use zoo_models::weights::CheckedTensors;
 use zoo_models::{describe, LayerRow, ZooModel};
 
 use crate::cli::{Cli, Command};
+use crate::compute::parse_device;
 
 /// An error the user can fix (exit code 1), as opposed to an internal one (exit code 2).
 #[derive(Debug)]
@@ -322,23 +323,6 @@ fn forward(
         output.display()
     );
     Ok(())
-}
-
-pub(crate) fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        _ => {
-            let ordinal = match s.strip_prefix("cuda") {
-                Some("") => 0,
-                Some(rest) => rest
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| user(format!("bad device `{s}`: use cpu, cuda or cuda:N")))?,
-                None => return Err(user(format!("bad device `{s}`: use cpu, cuda or cuda:N"))),
-            };
-            Device::new_cuda(ordinal).map_err(|e| user(format!("device `{s}`: {e}")))
-        }
-    }
 }
 
 /// Writes through a temporary file in the same directory, then renames: a crash never leaves a

@@ -8,8 +8,15 @@
 //!   so `features.0.weight` is conv1 and `classifier.6.weight` the output layer; attention lives
 //!   apart under `attention.<stage>.<j>.*` (and `attention.head.<j>.*`), so a torchvision
 //!   checkpoint initialises the backbone of every attention variant.
+//!
+//! # Mixed precision
+//! [`ZooModel::compute_in`] sets the dtype the forward pass computes in (`bf16`: mixed
+//! precision). The parameters stay in their own dtype (the `f32` master weights the optimiser
+//! updates); each layer casts them to the activations' dtype where it uses them, and those casts
+//! are differentiable, so gradients reach the master weights in `f32`. Batch norm runs in the
+//! parameters' dtype, and the logits come back in the input's dtype.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{DType, ModuleT, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use zoo_card::{Card, Lrn, ParamLayout, Pool, HEAD_SITE};
 
@@ -26,6 +33,7 @@ pub struct ZooModel {
     head_pool: Option<usize>,
     hidden: Vec<(Dropout, Linear)>,
     out: Linear,
+    compute: Option<DType>,
 }
 
 #[derive(Debug)]
@@ -144,7 +152,29 @@ impl ZooModel {
             head_pool: card.head.pool,
             hidden,
             out,
+            compute: None,
         })
+    }
+
+    /// Computes the forward pass in `dtype` (see the module docs); `None` computes in the
+    /// input's dtype.
+    pub fn compute_in(mut self, dtype: Option<DType>) -> Self {
+        self.compute = dtype;
+        self
+    }
+
+    /// The dtype the forward pass computes in, when set.
+    pub fn compute_dtype(&self) -> Option<DType> {
+        self.compute
+    }
+}
+
+/// `linear` in `xs`'s dtype: `xs @ W^T + b`, the parameters cast to it (a no-op when equal).
+fn linear_in(linear: &Linear, xs: &Tensor) -> Result<Tensor> {
+    let ys = xs.matmul(&linear.weight().to_dtype(xs.dtype())?.t()?)?;
+    match linear.bias() {
+        Some(b) => ys.broadcast_add(&b.to_dtype(xs.dtype())?),
+        None => Ok(ys),
     }
 }
 
@@ -166,19 +196,20 @@ pub(crate) fn final_size(card: &Card) -> usize {
 impl ModuleT for ZooModel {
     /// # Shapes
     /// `xs`: `(B, channels, size, size)` -> logits `(B, classes)`.
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let mut xs = xs.clone();
+    fn forward_t(&self, input: &Tensor, train: bool) -> Result<Tensor> {
+        let mut xs = input.to_dtype(self.compute.unwrap_or(input.dtype()))?;
         for stage in &self.stages {
             let (conv, cfg) = (&stage.conv, stage.conv.config());
             let ys = ops::conv2d(
                 &xs,
-                conv.weight(),
+                &conv.weight().to_dtype(xs.dtype())?,
                 None,
                 cfg.stride,
                 cfg.padding,
                 cfg.groups,
             )?;
-            xs = ops::bias_relu(&ys, conv.bias())?;
+            let bias = conv.bias().map(|b| b.to_dtype(xs.dtype())).transpose()?;
+            xs = ops::bias_relu(&ys, bias.as_ref())?;
             if let Some(l) = &stage.lrn {
                 xs = ops::lrn(&xs, l.size, l.alpha_per_sum(), l.beta, l.k)?;
             }
@@ -197,8 +228,8 @@ impl ModuleT for ZooModel {
         }
         let mut xs = xs.flatten_from(1)?;
         for (dropout, linear) in &self.hidden {
-            xs = linear.forward(&dropout.forward_t(&xs, train)?)?.relu()?;
+            xs = linear_in(linear, &dropout.forward_t(&xs, train)?)?.relu()?;
         }
-        self.out.forward(&xs)
+        linear_in(&self.out, &xs)?.to_dtype(input.dtype())
     }
 }

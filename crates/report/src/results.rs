@@ -129,6 +129,10 @@ pub struct CardResult {
     pub latency: Option<Latency>,
     /// Peak resident memory of the bench process, bytes.
     pub peak_rss_bytes: Option<u64>,
+    /// Peak memory in use on the GPU (the CUDA memory pool's high-water mark), bytes; absent on
+    /// the CPU and in results written before it was measured.
+    #[serde(default)]
+    pub peak_device_bytes: Option<u64>,
     /// Training curve, one point per epoch.
     pub curve: Vec<EpochPoint>,
     /// Where it was measured.
@@ -300,6 +304,7 @@ pub fn to_csv(results: &[CardResult]) -> String {
             "latency_p90_ms",
             "latency_p99_ms",
             "peak_rss_bytes",
+            "peak_device_bytes",
             "final_train_loss",
             "env_cpu",
             "env_threads",
@@ -351,6 +356,7 @@ pub fn to_csv(results: &[CardResult]) -> String {
             opt(lat.map(|l| l.p90_ms.to_string())),
             opt(lat.map(|l| l.p99_ms.to_string())),
             opt(r.peak_rss_bytes.map(|v| v.to_string())),
+            opt(r.peak_device_bytes.map(|v| v.to_string())),
             opt(r.curve.last().map(|p| p.train_loss.to_string())),
             r.env.cpu.clone(),
             r.env.threads.to_string(),

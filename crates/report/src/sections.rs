@@ -154,6 +154,9 @@ fn leaderboard(doc: &mut Blocks, results: &[CardResult]) {
         (None, None) => a.card.cmp(&b.card),
     });
     let find = |card: &str| results.iter().find(|r| r.card == card && r.is_ok());
+    // The GPU memory column only where some card was measured on one.
+    let on_gpu = ok.iter().any(|r| r.peak_device_bytes.is_some());
+    let mib = |bytes: u64| fixed(bytes as f64 / (1024.0 * 1024.0), 1);
     let mut rank = 0;
     let rows = ok
         .iter()
@@ -177,7 +180,7 @@ fn leaderboard(doc: &mut Blocks, results: &[CardResult]) {
                     relative(r.params as f64, b.params as f64)
                 )
             });
-            vec![
+            let mut row = vec![
                 rank_cell,
                 one_line(&r.card),
                 r.top1.map_or(NONE.to_string(), percent),
@@ -193,12 +196,15 @@ fn leaderboard(doc: &mut Blocks, results: &[CardResult]) {
                 r.latency
                     .as_ref()
                     .map_or(NONE.to_string(), |l| fixed(l.p50_ms, 2)),
-                r.peak_rss_bytes
-                    .map_or(NONE.to_string(), |b| fixed(b as f64 / (1024.0 * 1024.0), 1)),
-            ]
+                r.peak_rss_bytes.map_or(NONE.to_string(), mib),
+            ];
+            if on_gpu {
+                row.push(r.peak_device_bytes.map_or(NONE.to_string(), mib));
+            }
+            row
         })
         .collect();
-    let header = [
+    let mut header = vec![
         "#",
         "card",
         "top-1",
@@ -212,6 +218,9 @@ fn leaderboard(doc: &mut Blocks, results: &[CardResult]) {
         "p50 ms",
         "peak MiB",
     ];
+    if on_gpu {
+        header.push("GPU peak MiB");
+    }
     doc.table(&header, rows);
     let notes: Vec<&&CardResult> = ok.iter().filter(|r| r.accuracy_note.is_some()).collect();
     if !notes.is_empty() {

@@ -56,3 +56,23 @@ fn report_is_deterministic_and_handles_no_results() -> Result<(), Box<dyn std::e
     assert!(empty.contains("No successful runs."), "{empty}");
     Ok(())
 }
+
+#[test]
+fn gpu_memory_column_appears_only_with_gpu_results() -> Result<(), Box<dyn std::error::Error>> {
+    let refs = References::bundled()?;
+    let mut results = common::cifar10();
+    let cpu_only = render_markdown("cifar10", &results, &[], &refs)?;
+    assert!(!cpu_only.contains("GPU peak MiB"), "{cpu_only}");
+    results[0].peak_device_bytes = Some(1536 * 1024 * 1024);
+    let with_gpu = render_markdown("cifar10", &results, &[], &refs)?;
+    assert!(with_gpu.contains("GPU peak MiB"), "{with_gpu}");
+    let cells =
+        |line: &str| -> Vec<String> { line.split('|').map(|c| c.trim().to_string()).collect() };
+    let row = with_gpu
+        .lines()
+        .map(cells)
+        .find(|c| c.get(2) == Some(&results[0].card))
+        .ok_or("no leaderboard row for the card")?;
+    assert_eq!(row[row.len() - 2], "1,536.0", "{row:?}");
+    Ok(())
+}

@@ -7,6 +7,7 @@ use zoo_card::AttentionModule;
 use super::gate::{apply_gate, torch_default_init};
 use super::{macs, Attention};
 use crate::describe::Cost;
+use crate::ops::in_f32_on_cpu;
 
 /// timm's `EcaModule` with an explicit kernel: global average pool, a bias-free 1-D convolution
 /// of kernel `k` (zero padding `(k-1)/2`) across the channel axis, sigmoid, channel gate.
@@ -54,7 +55,15 @@ impl Attention for EcaModule {
             )
         }
         let pooled = xs.mean((2, 3))?.reshape((b, 1, c))?;
-        let logits = pooled.conv1d(&self.weight, (self.kernel - 1) / 2, 1, 1, 1)?;
+        let logits = in_f32_on_cpu(&pooled, |p| {
+            p.conv1d(
+                &self.weight.to_dtype(p.dtype())?,
+                (self.kernel - 1) / 2,
+                1,
+                1,
+                1,
+            )
+        })?;
         let gate = candle_nn::ops::sigmoid(&logits)?.reshape((b, c, 1, 1))?;
         apply_gate(xs, &gate, self.strength)
     }

@@ -5,8 +5,10 @@
 //! (`out = x * (1 - s + s * gate)`), which timm does not have: at `s == 1` it is exactly timm's
 //! `x * gate`.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{BatchNorm, Init, ModuleT, VarBuilder};
+
+use crate::ops::in_f32_on_cpu;
 
 /// Applies a sigmoid `gate` to `xs` with strength `s`: `xs * (1 - s + s * gate)`.
 ///
@@ -75,10 +77,10 @@ impl Conv1x1 {
     /// # Shapes
     /// `xs`: `(N, c_in)` -> `(N, c_out)`.
     pub(crate) fn forward_vec(&self, xs: &Tensor) -> Result<Tensor> {
-        let w = self.weight.reshape((self.c_out, self.c_in))?;
-        let ys = xs.matmul(&w.t()?)?;
+        let w = self.weight.to_dtype(xs.dtype())?;
+        let ys = xs.matmul(&w.reshape((self.c_out, self.c_in))?.t()?)?;
         match &self.bias {
-            Some(b) => ys.broadcast_add(b),
+            Some(b) => ys.broadcast_add(&b.to_dtype(xs.dtype())?),
             None => Ok(ys),
         }
     }
@@ -88,9 +90,11 @@ impl Conv1x1 {
     /// # Shapes
     /// `xs`: `(B, c_in, H, W)` -> `(B, c_out, H, W)`.
     pub(crate) fn forward_map(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = xs.conv2d(&self.weight, 0, 1, 1, 1)?;
+        let ys = in_f32_on_cpu(xs, |xs| {
+            xs.conv2d(&self.weight.to_dtype(xs.dtype())?, 0, 1, 1, 1)
+        })?;
         match &self.bias {
-            Some(b) => ys.broadcast_add(&b.reshape((1, self.c_out, 1, 1))?),
+            Some(b) => ys.broadcast_add(&b.to_dtype(xs.dtype())?.reshape((1, self.c_out, 1, 1))?),
             None => Ok(ys),
         }
     }
@@ -107,6 +111,9 @@ impl Conv1x1 {
 pub(crate) struct BatchNorm2d {
     inner: BatchNorm,
     channels: usize,
+    /// Dtype of the parameters and running statistics, in which the norm is computed whatever
+    /// the input's (under mixed precision a `bf16` input is normalised in `f32`, as autocast does).
+    dtype: DType,
 }
 
 impl BatchNorm2d {
@@ -117,6 +124,7 @@ impl BatchNorm2d {
         let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.))?;
         let weight = vb.get_with_hints(channels, "weight", weight_init)?;
         let bias = vb.get_with_hints(channels, "bias", Init::Const(0.))?;
+        let dtype = weight.dtype();
         let inner = BatchNorm::new_with_momentum(
             channels,
             running_mean,
@@ -126,7 +134,11 @@ impl BatchNorm2d {
             1e-5,
             0.1,
         )?;
-        Ok(Self { inner, channels })
+        Ok(Self {
+            inner,
+            channels,
+            dtype,
+        })
     }
 
     /// Trainable parameters (`weight` and `bias`).
@@ -148,6 +160,8 @@ impl BatchNorm2d {
                 )
             }
         }
-        self.inner.forward_t(xs, train)
+        self.inner
+            .forward_t(&xs.to_dtype(self.dtype)?, train)?
+            .to_dtype(xs.dtype())
     }
 }

@@ -118,7 +118,9 @@ impl MultiScale {
         match &self.weight {
             Some(weight) => {
                 let n = maps.len();
-                let probs = candle_nn::ops::softmax(weight, 0)?.reshape((n, 1, 1, 1, 1))?;
+                let probs = candle_nn::ops::softmax(weight, 0)?
+                    .to_dtype(maps[0].dtype())?
+                    .reshape((n, 1, 1, 1, 1))?;
                 Tensor::stack(&maps, 0)?.broadcast_mul(&probs)?.sum(0)
             }
             None if maps.len() == 1 => Ok(maps.remove(0)),

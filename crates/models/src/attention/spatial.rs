@@ -9,6 +9,7 @@ use super::gate::{apply_gate, torch_default_init, BatchNorm2d};
 use super::multiscale::MultiScale;
 use super::{macs, Attention};
 use crate::describe::Cost;
+use crate::ops::in_f32_on_cpu;
 
 /// timm's `ConvNormAct(2, 1, k, apply_act=False)`: a bias-free `k x k` convolution `2 -> 1`
 /// with zero padding `(k-1)/2`, then `BatchNorm2d(1)`.
@@ -40,7 +41,15 @@ impl ConvBn {
     /// # Shapes
     /// `xs`: `(B, 2, h, w)` -> `(B, 1, h, w)`.
     pub(crate) fn conv(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.conv2d(&self.weight, (self.kernel - 1) / 2, 1, 1, 1)
+        in_f32_on_cpu(xs, |xs| {
+            xs.conv2d(
+                &self.weight.to_dtype(xs.dtype())?,
+                (self.kernel - 1) / 2,
+                1,
+                1,
+                1,
+            )
+        })
     }
 
     /// The batch norm alone (batch statistics when `train`).

@@ -14,7 +14,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, Real};
+use super::{contiguous_slice, in_f32_on_cpu, Real};
 
 /// `relu(xs + bias)` over `(xs (B, C, H, W), bias (C))`, bias broadcast over batch and space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,14 +185,16 @@ pub fn bias_relu(xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if bias.dims() != [c] {
         bail!("bias_relu: bias shape {:?}, expected ({c})", bias.shape())
     }
-    let fused = xs.device().is_cpu()
-        && matches!(xs.dtype(), DType::F32 | DType::F64)
-        && bias.dtype() == xs.dtype();
-    if fused {
-        xs.contiguous()?.apply_op2(&bias.contiguous()?, BiasRelu)
-    } else {
-        bias_relu_slow(xs, bias)
-    }
+    in_f32_on_cpu(xs, |xs| {
+        let fused = xs.device().is_cpu()
+            && matches!(xs.dtype(), DType::F32 | DType::F64)
+            && bias.dtype() == xs.dtype();
+        if fused {
+            xs.contiguous()?.apply_op2(&bias.contiguous()?, BiasRelu)
+        } else {
+            bias_relu_slow(xs, &bias.to_dtype(xs.dtype())?)
+        }
+    })
 }
 
 /// [`bias_relu`] from stock Candle ops: the reference the fused op is tested against.

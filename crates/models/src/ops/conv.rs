@@ -33,7 +33,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::{contiguous_slice, Real};
+use super::{contiguous_slice, in_f32_on_cpu, Real};
 
 /// Most elements one chunk's column matrix may hold (8 MiB of `f32`): large enough for GEMMs
 /// with over a thousand columns at AlexNet's shapes, small enough to be reused by the allocator
@@ -489,8 +489,8 @@ impl CustomOp2 for Conv2dBackwardWeight {
 ///
 /// Returns `(B, Cout, Ho, Wo)`, contiguous, with `Ho = (H + 2 * padding - kh) / stride + 1`
 /// (likewise `Wo`). Differentiable in all three arguments. On the CPU for `f32`/`f64` it runs as
-/// chunked im2col + matmul (see the module docs); otherwise it is Candle's stock
-/// `Tensor::conv2d`.
+/// chunked im2col + matmul (see the module docs), for `bf16`/`f16` on the CPU the same in `f32`
+/// ([`super::in_f32_on_cpu`]); otherwise it is Candle's stock `Tensor::conv2d`.
 ///
 /// Errors, never panics, unless: both tensors are rank 4 with the same dtype, `stride >= 1`,
 /// `groups >= 1` divides both `Cin` and `Cout`, `weight`'s second dimension is `Cin / groups`,
@@ -534,11 +534,14 @@ pub fn conv2d(
             )
         }
     }
-    let ys = if xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64) {
-        xs.contiguous()?.apply_op2(&weight.contiguous()?, op)?
-    } else {
-        xs.conv2d(weight, padding, stride, 1, groups)?
-    };
+    let ys = in_f32_on_cpu(xs, |xs| {
+        if xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64) {
+            let weight = weight.to_dtype(xs.dtype())?;
+            xs.contiguous()?.apply_op2(&weight.contiguous()?, op)
+        } else {
+            xs.conv2d(weight, padding, stride, 1, groups)
+        }
+    })?;
     match bias {
         Some(bias) => ys.broadcast_add(&bias.reshape((1, d.c_out, 1, 1))?),
         None => Ok(ys),

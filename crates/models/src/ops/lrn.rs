@@ -15,7 +15,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{check_input, contiguous_slice, Real};
+use super::{check_input, contiguous_slice, in_f32_on_cpu, Real};
 
 /// Cross-channel LRN parameters, validated by [`Lrn::new`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -272,8 +272,10 @@ impl CustomOp2 for LrnBackward {
 /// scalars are finite. Differentiable through its own analytical backward.
 pub fn lrn(xs: &Tensor, size: usize, alpha_per_sum: f64, beta: f64, k: f64) -> Result<Tensor> {
     let op = Lrn::new(size, alpha_per_sum, beta, k)?;
-    check_input(xs, "lrn")?;
-    xs.contiguous()?.apply_op1(op)
+    in_f32_on_cpu(xs, |xs| {
+        check_input(xs, "lrn")?;
+        xs.contiguous()?.apply_op1(op)
+    })
 }
 
 /// Reference built from stock ops (a banded channel matmul), differentiable by Candle:

@@ -11,7 +11,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{check_input, contiguous_slice, Real};
+use super::{check_input, contiguous_slice, in_f32_on_cpu, Real};
 
 /// Square max-pooling geometry, validated by [`MaxPool2d::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,10 +264,12 @@ impl CustomOp2 for MaxPool2dBackward {
 /// to the first maximum of each window (row-major), summed over overlapping windows.
 pub fn max_pool2d(xs: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let op = MaxPool2d::new(kernel, stride, padding)?;
-    check_input(xs, "max_pool2d")?;
-    let (_, _, h, w) = xs.dims4()?;
-    op.plane(h, w)?;
-    xs.contiguous()?.apply_op1(op)
+    in_f32_on_cpu(xs, |xs| {
+        check_input(xs, "max_pool2d")?;
+        let (_, _, h, w) = xs.dims4()?;
+        op.plane(h, w)?;
+        xs.contiguous()?.apply_op1(op)
+    })
 }
 
 /// Reference built from stock ops: `(B, C, H, W) -> (B, C, Ho, Wo)`, same rules as

@@ -5,8 +5,9 @@
 //!
 //! The fast ops are Candle [`candle_core::CustomOp1`]s whose `bwd` applies a second custom op
 //! (a [`candle_core::CustomOp2`] over the forward input and the output gradient) that returns the
-//! input gradient. The CPU kernels are rayon-parallel and handle `f32` and `f64`; other dtypes are
-//! an error. With the `cuda` feature, max-pooling and LRN (both passes) also run on CUDA, for
+//! input gradient. The CPU kernels are rayon-parallel and handle `f32` and `f64`; on the CPU a
+//! `bf16` or `f16` tensor (mixed-precision training) runs through them in `f32` ([`in_f32_on_cpu`]);
+//! other dtypes are an error. With the `cuda` feature, max-pooling and LRN (both passes) also run on CUDA, for
 //! `f32`, `f64`, `f16` and `bf16` (kernels in `ops/cuda/*.cu`, one thread per output element);
 //! [`conv2d`] uses Candle's stock CUDA convolution there.
 
@@ -51,7 +52,21 @@ pub use conv::{conv2d, Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, COL_BU
 pub use lrn::{lrn, lrn_slow, Lrn, LrnBackward};
 pub use max_pool::{max_pool2d, max_pool2d_slow, MaxPool2d, MaxPool2dBackward};
 
-use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, WithDType};
+
+/// Runs `op` on `xs` widened to `f32` when `xs` is a half-precision tensor on the CPU, and narrows
+/// the result back; otherwise runs it as is.
+///
+/// zoo's CPU kernels and Candle 0.11's CPU convolution have no `bf16`/`f16` path, and widening
+/// costs little beside the work of the op. Both casts are differentiable, so gradients come back
+/// in the caller's dtype. On CUDA the kernels take half precision directly.
+pub fn in_f32_on_cpu(xs: &Tensor, op: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    if xs.device().is_cpu() && matches!(xs.dtype(), DType::BF16 | DType::F16) {
+        op(&xs.to_dtype(DType::F32)?)?.to_dtype(xs.dtype())
+    } else {
+        op(xs)
+    }
+}
 
 /// The float element types the CPU kernels support (`f32`, `f64`).
 pub(crate) trait Real: WithDType + std::ops::Neg<Output = Self> {

@@ -4,7 +4,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{lrn, lrn_slow, max_pool2d, max_pool2d_slow};
+use super::{bias_relu, conv2d, lrn, lrn_slow, max_pool2d, max_pool2d_slow};
 
 type Op = dyn Fn(&Tensor) -> Result<Tensor>;
 
@@ -329,7 +329,9 @@ fn bad_arguments_are_errors() -> Result<()> {
         );
         assert!(pool(&bytes, 3, 2, 0).is_err(), "{name}: u8");
         assert!(pool(&ints, 3, 2, 0).is_err(), "{name}: i64");
-        assert!(pool(&half, 3, 2, 0).is_err(), "{name}: f16");
+        // The fast op runs half precision in f32 on the CPU (mixed precision); the reference
+        // stays f32/f64 only.
+        assert_eq!(pool(&half, 3, 2, 0).is_ok(), name == "fast", "{name}: f16");
         assert!(pool(&small, 3, 2, 1).is_ok(), "{name}: padding makes room");
     }
     type Norm = fn(&Tensor, usize, f64, f64, f64) -> Result<Tensor>;
@@ -342,7 +344,11 @@ fn bad_arguments_are_errors() -> Result<()> {
         );
         assert!(norm(&bytes, 5, 1e-4, 0.75, 2.0).is_err(), "{name}: u8");
         assert!(norm(&ints, 5, 1e-4, 0.75, 2.0).is_err(), "{name}: i64");
-        assert!(norm(&half, 5, 1e-4, 0.75, 2.0).is_err(), "{name}: f16");
+        assert_eq!(
+            norm(&half, 5, 1e-4, 0.75, 2.0).is_ok(),
+            name == "fast",
+            "{name}: f16"
+        );
     }
     Ok(())
 }
@@ -361,5 +367,46 @@ fn backward_ops_reject_mismatched_grads() -> Result<()> {
     assert!(x.apply_op2_no_bwd(&f64_grad, &pool).is_err());
     let norm = LrnBackward(Lrn::new(3, 0.1, 0.75, 1.0)?);
     assert!(x.apply_op2_no_bwd(&wrong, &norm).is_err());
+    Ok(())
+}
+
+/// On the CPU the fast ops take `bf16`/`f16` (mixed precision) by computing in `f32`: the result
+/// is the f32 op on the widened input, rounded once, and gradients come back in the input's dtype.
+#[test]
+fn half_precision_runs_in_f32_on_the_cpu() -> Result<()> {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1., (2, 4, 9, 9), &dev)?;
+    let w = Tensor::randn(0f32, 0.3, (6, 2, 3, 3), &dev)?;
+    let b = Tensor::randn(0f32, 0.3, 4, &dev)?;
+    type Op<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>;
+    for dtype in [DType::BF16, DType::F16] {
+        // Parameters rounded to `dtype` once, then given in the input's dtype.
+        let (w, b) = (w.to_dtype(dtype)?, b.to_dtype(dtype)?);
+        let ops: [(&str, Op); 4] = [
+            ("max_pool2d", Box::new(|x| max_pool2d(x, 3, 2, 1))),
+            ("lrn", Box::new(|x| lrn(x, 5, 1e-4, 0.75, 2.0))),
+            (
+                "conv2d",
+                Box::new(|x| conv2d(x, &w.to_dtype(x.dtype())?, None, 2, 1, 2)),
+            ),
+            (
+                "bias_relu",
+                Box::new(|x| bias_relu(x, Some(&b.to_dtype(x.dtype())?))),
+            ),
+        ];
+        let xh = Var::from_tensor(&x.to_dtype(dtype)?)?;
+        for (name, op) in &ops {
+            let got = op(xh.as_tensor())?;
+            assert_eq!(got.dtype(), dtype, "{name} {dtype:?}");
+            // The f32 op on the same (already rounded) values, rounded once.
+            let want = op(&xh.as_tensor().to_dtype(DType::F32)?)?.to_dtype(dtype)?;
+            let (got32, want32) = (got.to_dtype(DType::F32)?, want.to_dtype(DType::F32)?);
+            let diff = (&got32 - &want32)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "{name} {dtype:?}");
+            let grads = got.sum_all()?.backward()?;
+            let g = grads.get(xh.as_tensor()).map(Tensor::dtype);
+            assert_eq!(g, Some(dtype), "{name} {dtype:?}: gradient");
+        }
+    }
     Ok(())
 }

@@ -53,6 +53,7 @@ pub fn ok(card: &str, baseline: Option<&str>, params: u64, top1: Option<f64>) ->
             p99_ms: 3.125,
         }),
         peak_rss_bytes: Some(512 * 1024 * 1024 + 300 * 1024),
+        peak_device_bytes: None,
         curve: vec![
             EpochPoint {
                 epoch: 1,
