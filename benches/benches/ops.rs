@@ -1,9 +1,9 @@
 //! zoo's AlexNet ops on the CPU at AlexNet's shapes: the fast custom ops (forward, and forward
-//! plus backward) against their stock-op `*_slow` references (forward).
+//! plus backward) against their stock-op `*_slow` references.
 use candle_core::{Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
-use zoo_models::ops::{lrn, lrn_slow, max_pool2d, max_pool2d_slow};
+use zoo_models::ops::{bias_relu, bias_relu_slow, lrn, lrn_slow, max_pool2d, max_pool2d_slow};
 
 /// Batch size of every benchmark input.
 const BATCH: usize = 8;
@@ -15,6 +15,8 @@ const LRN_SIZE: usize = 5;
 const LRN_ALPHA: f64 = 1e-4;
 const LRN_BETA: f64 = 0.75;
 const LRN_K: f64 = 2.0;
+/// AlexNet's convolution outputs `(C, H, W)`, where bias and ReLU follow each convolution.
+const BIAS_RELU_SHAPES: [(usize, usize, usize); 3] = [(64, 55, 55), (192, 27, 27), (256, 13, 13)];
 
 fn input(c: usize, h: usize, w: usize) -> Result<Tensor> {
     Tensor::randn(0f32, 1f32, (BATCH, c, h, w), &Device::Cpu)
@@ -78,8 +80,38 @@ fn bench_lrn(cr: &mut Criterion) -> Result<()> {
     Ok(())
 }
 
+fn bench_bias_relu(cr: &mut Criterion) -> Result<()> {
+    let mut group = cr.benchmark_group("bias_relu");
+    group.sample_size(10);
+    for (c, h, w) in BIAS_RELU_SHAPES {
+        let x = input(c, h, w)?;
+        let var = Var::from_tensor(&x)?;
+        // A variable, so the backward also sums the bias gradient per channel.
+        let bias = Var::from_tensor(&Tensor::randn(0f32, 1f32, c, &Device::Cpu)?)?;
+        let b = bias.as_tensor();
+        let id = format!("{BATCH}x{c}x{h}x{w}");
+        bias_relu(&x, Some(b))?;
+        fwd_bwd(&var, |t| bias_relu(t, Some(b)))?;
+        fwd_bwd(&var, |t| bias_relu_slow(t, b))?;
+        group.bench_with_input(BenchmarkId::new("fast_fwd", &id), &x, |bn, x| {
+            bn.iter(|| black_box(bias_relu(x, Some(b))))
+        });
+        group.bench_with_input(BenchmarkId::new("fast_fwd_bwd", &id), &var, |bn, v| {
+            bn.iter(|| black_box(fwd_bwd(v, |t| bias_relu(t, Some(b)))))
+        });
+        group.bench_with_input(BenchmarkId::new("slow_fwd_bwd", &id), &var, |bn, v| {
+            bn.iter(|| black_box(fwd_bwd(v, |t| bias_relu_slow(t, b))))
+        });
+    }
+    group.finish();
+    Ok(())
+}
+
 fn ops(cr: &mut Criterion) {
-    if let Err(e) = bench_max_pool(cr).and_then(|()| bench_lrn(cr)) {
+    let all = bench_max_pool(cr)
+        .and_then(|()| bench_lrn(cr))
+        .and_then(|()| bench_bias_relu(cr));
+    if let Err(e) = all {
         eprintln!("ops bench failed: {e}");
         std::process::exit(1);
     }
