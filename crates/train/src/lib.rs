@@ -16,6 +16,7 @@
 pub mod checkpoint;
 mod error;
 pub mod eval;
+mod fused;
 pub mod loss;
 pub mod optim;
 pub mod schedule;

@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{bail, Device, Result, Tensor, Var};
+use candle_core::{bail, DType, Device, Result, Tensor, Var};
+
+use crate::fused::{MomentumUpdate, ParamUpdate};
 
 /// A first-order optimiser with exportable state.
 pub trait Optim {
@@ -72,12 +74,45 @@ impl Sgd {
     }
 }
 
+/// Whether the in-place CPU passes ([`crate::fused`]) can update `var` (with gradient `grad`).
+fn fused_applies(momentum: f64, var: &Var, grad: &Tensor) -> bool {
+    momentum != 0.0
+        && var.device().is_cpu()
+        && matches!(var.dtype(), DType::F32 | DType::F64)
+        && grad.dtype() == var.dtype()
+        && var.as_tensor().is_contiguous()
+}
+
 impl Optim for Sgd {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         for ((_, var), buffer) in self.vars.iter().zip(self.buffers.iter_mut()) {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            if fused_applies(self.momentum, var, grad) {
+                // Same arithmetic as below, two passes in place. A zero buffer gives exactly
+                // `b = g` on the first step, as `torch.optim.SGD` starts.
+                let b = match buffer.take() {
+                    Some(b) if b.is_contiguous() && b.dtype() == var.dtype() => b,
+                    Some(b) => b.to_dtype(var.dtype())?.contiguous()?.copy()?,
+                    None => var.as_tensor().zeros_like()?,
+                };
+                let b = buffer.insert(b);
+                let g = grad.contiguous()?;
+                let update = MomentumUpdate {
+                    momentum: self.momentum,
+                    weight_decay: self.weight_decay,
+                };
+                b.inplace_op3(&g, var.as_tensor(), &update)?;
+                let update = ParamUpdate {
+                    lr: self.lr,
+                    momentum: self.momentum,
+                    weight_decay: self.weight_decay,
+                    nesterov: self.nesterov,
+                };
+                var.as_tensor().inplace_op3(&g, b, &update)?;
+                continue;
+            }
             let p = var.as_tensor().detach();
             let mut g = grad.detach();
             if self.weight_decay != 0.0 {
@@ -112,7 +147,8 @@ impl Optim for Sgd {
         let mut state = HashMap::new();
         for ((name, _), buffer) in self.vars.iter().zip(&self.buffers) {
             if let Some(b) = buffer {
-                state.insert(format!("{name}/momentum_buffer"), b.clone());
+                // A copy: the fused step updates the buffer in place.
+                state.insert(format!("{name}/momentum_buffer"), b.copy()?);
             }
         }
         Ok(state)
