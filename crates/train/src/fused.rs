@@ -137,7 +137,7 @@ impl InplaceOp3 for ParamUpdate {
             // As the tensor ops: d = g' + (b * m + 0) or d = b; p = p - (d * lr + 0).
             move |p: &mut T, g: T, b: T| {
                 let d = if nesterov { (g + (*p * wd + 0.0)) + (b * m + 0.0) } else { b };
-                *p = *p - (d * lr + 0.0);
+                *p -= d * lr + 0.0;
             }
         })
     }
