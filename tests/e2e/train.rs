@@ -61,6 +61,25 @@ fn train_one_epoch_on_real_cifar_then_eval() -> anyhow::Result<()> {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("--resume"));
+    // The run's history: one start, with its command and machine (the refused one adds none).
+    let starts = std::fs::read_to_string(run.join("runs.jsonl"))?;
+    let starts: Vec<serde_json::Value> = starts
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    let start = &starts[0];
+    assert!(
+        start["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("train alexnet-cifar --epochs 1")),
+        "{start}"
+    );
+    assert_eq!(start["after_epoch"], 0, "{start}");
+    assert!(
+        start["env"]["threads"].as_u64().is_some_and(|t| t >= 1),
+        "{start}"
+    );
 
     let weights = run.join("checkpoint/weights.safetensors");
     let out = zoo()

@@ -444,7 +444,7 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn environment(compute: &ComputeArgs) -> Environment {
+pub(crate) fn environment(compute: &ComputeArgs) -> Environment {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -476,7 +476,7 @@ fn environment(compute: &ComputeArgs) -> Environment {
 /// Set by `zoo bench` for its children: the command line the user ran.
 const PARENT_COMMAND: &str = "ZOO_BENCH_COMMAND";
 
-fn command_line() -> String {
+pub(crate) fn command_line() -> String {
     std::env::var(PARENT_COMMAND).unwrap_or_else(|_| {
         let args: Vec<String> = std::env::args().skip(1).collect();
         format!("zoo {}", args.join(" "))

@@ -202,6 +202,7 @@ pub(crate) fn run_training(run: &TrainRun) -> Result<Vec<EpochMetrics>> {
             run_dir.display()
         )));
     }
+    log_start(run, trainer.state().epoch)?;
     let batches = |loader: &Loader, epoch: usize| {
         loader.epoch(epoch as u64).map(|b| {
             b.map(|b| (b.images, b.labels))
@@ -214,6 +215,33 @@ pub(crate) fn run_training(run: &TrainRun) -> Result<Vec<EpochMetrics>> {
     )?;
     Ok(metrics.to_vec())
 }
+
+/// Appends to `RUN_DIR/runs.jsonl` a line for this start of the run: the command, where it ran
+/// and the epoch it starts after, so a run resumed across sessions (and binaries) keeps its
+/// history next to its metrics.
+fn log_start(run: &TrainRun, after_epoch: usize) -> Result<()> {
+    use std::io::Write as _;
+    let line = serde_json::json!({
+        "command": crate::bench::command_line(),
+        "after_epoch": after_epoch,
+        "started_unix_s": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        "env": crate::bench::environment(&run.data.compute),
+    });
+    let path = run.run_dir.join(RUNS_LOG);
+    // An append-only log: each line is written whole, a crash loses at most the newest one.
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(file, "{line}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The run directory's history of starts (see [`log_start`]).
+pub(crate) const RUNS_LOG: &str = "runs.jsonl";
 
 /// `zoo eval`.
 pub fn eval(root: &Path, datasets: &Path, args: &EvalArgs) -> Result<()> {
