@@ -80,6 +80,32 @@ fn train_one_epoch_on_real_cifar_then_eval() -> anyhow::Result<()> {
         start["env"]["threads"].as_u64().is_some_and(|t| t >= 1),
         "{start}"
     );
+    // The run's page: its start and its one epoch, with the metrics of metrics.jsonl.
+    let page = zoo().args(["report", "--run"]).arg(&run).output()?;
+    assert!(
+        page.status.success(),
+        "{}",
+        String::from_utf8_lossy(&page.stderr)
+    );
+    let page = String::from_utf8(page.stdout)?;
+    let top1 = format!(
+        "{:.2}%",
+        100.0 * epoch["eval_top1"].as_f64().unwrap_or(-1.0)
+    );
+    for want in [
+        "# Training run: alexnet-cifar",
+        "1 epochs done",
+        "train alexnet-cifar --epochs 1",
+        top1.as_str(),
+    ] {
+        assert!(page.contains(want), "{want:?} missing from:\n{page}");
+    }
+    zoo()
+        .args(["report", "--run"])
+        .arg(dir.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("holds no checkpoint"));
 
     let weights = run.join("checkpoint/weights.safetensors");
     let out = zoo()

@@ -504,11 +504,26 @@ fn machine(threads: usize) -> String {
     }
 }
 
-/// Today's UTC date as `YYYY-MM-DD` (civil-from-days; no date crate needed for one line).
+/// Today's UTC date as `YYYY-MM-DD`.
 fn utc_date() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    ymd(secs)
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM` UTC.
+pub(crate) fn utc_datetime(secs: u64) -> String {
+    format!(
+        "{} {:02}:{:02}",
+        ymd(secs),
+        secs % 86_400 / 3600,
+        secs % 3600 / 60
+    )
+}
+
+/// The UTC date of a Unix time (civil-from-days; no date crate needed for one line).
+fn ymd(secs: u64) -> String {
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

@@ -78,11 +78,15 @@ pub enum Command {
     Bench(BenchArgs),
     /// Time inference and training (images/s) on random input: no data, no training run.
     Speed(SpeedArgs),
-    /// Render reports/<dataset>/report.md, index.html and plots from stored results (runs nothing).
+    /// Render reports/<dataset>/report.md, index.html and plots from stored results (runs nothing);
+    /// with --run, print one training run's page (Markdown) from its run directory.
     Report {
         /// Reports directory.
-        #[arg(long, default_value = "reports")]
+        #[arg(long, default_value = "reports", conflicts_with = "run")]
         out: PathBuf,
+        /// A `zoo train` run directory: its starts and per-epoch metrics, to stdout.
+        #[arg(long)]
+        run: Option<PathBuf>,
     },
     /// Download a card's published weights from the Hugging Face hub into its cache and verify them.
     Pull(crate::hub::PullArgs),

@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod compute;
 mod hub;
+mod run_report;
 mod speed;
 mod train;
 mod verbs;
