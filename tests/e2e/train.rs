@@ -80,6 +80,15 @@ fn train_one_epoch_on_real_cifar_then_eval() -> anyhow::Result<()> {
         start["env"]["threads"].as_u64().is_some_and(|t| t >= 1),
         "{start}"
     );
+    // The binary names the commit it was built from (this checkout's HEAD, as cargo built it).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(zoo_tests::repo_root())
+        .output()?;
+    if head.status.success() {
+        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+        assert_eq!(start["env"]["git_commit"], head.as_str(), "{start}");
+    }
     // The run's page: its start and its one epoch, with the metrics of metrics.jsonl.
     let page = zoo().args(["report", "--run"]).arg(&run).output()?;
     assert!(

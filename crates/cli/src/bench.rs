@@ -454,12 +454,8 @@ pub(crate) fn environment(compute: &ComputeArgs) -> Environment {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let git_commit = Process::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    // Stamped at build time (build.rs): the code that runs, whatever the checkout holds now.
+    let git_commit = option_env!("ZOO_GIT_COMMIT").map(str::to_string);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     Environment {
         cpu,

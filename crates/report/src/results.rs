@@ -27,7 +27,7 @@ pub struct Environment {
     pub dtype: String,
     /// Candle version.
     pub candle: String,
-    /// zoo's git commit, when built from a checkout.
+    /// The git commit zoo was built from, when built from a checkout.
     pub git_commit: Option<String>,
     /// When the result was measured (an ISO 8601 string, as the bench verb wrote it).
     pub date: String,
