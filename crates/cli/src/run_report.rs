@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use zoo_card::Zoo;
-use zoo_report::markdown::count;
+use zoo_report::markdown::{code, count, duration, percent};
 use zoo_report::{to_markdown, Block, Document, Table};
 use zoo_train::{Checkpoint, TrainState};
 
@@ -47,7 +47,7 @@ fn run_page(root: &Path, run_dir: &Path) -> Result<Document> {
         run_dir.display(),
         planned.map_or("?".to_string(), |n| n.to_string()),
         state.seed,
-        hours(train_s),
+        duration(train_s),
     );
     if let Some((top1, epoch)) = best {
         summary.push_str(&format!(
@@ -132,7 +132,7 @@ fn starts_table(text: &str) -> Result<Table> {
             v["after_epoch"]
                 .as_u64()
                 .map_or("?".into(), |e| e.to_string()),
-            format!("`{}`", s(&v["command"])),
+            code(&s(&v["command"])),
             format!("{} ({})", s(&env["machine"]), s(&env["cpu"])),
             format!("{} {}", s(&env["device"]), s(&env["dtype"])),
             s(&env["git_commit"]),
@@ -142,18 +142,4 @@ fn starts_table(text: &str) -> Result<Table> {
         header: header.iter().map(|h| h.to_string()).collect(),
         rows,
     })
-}
-
-fn percent(v: f64) -> String {
-    format!("{:.2}%", 100.0 * v)
-}
-
-/// `3 h 05 min` (or `42 s` under a minute).
-fn hours(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
-        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
-    }
 }

@@ -16,7 +16,7 @@ pub(crate) fn status_word(status: &Status) -> &'static str {
 }
 
 /// A fraction as a percent with two decimals.
-pub(crate) fn percent(fraction: f64) -> String {
+pub fn percent(fraction: f64) -> String {
     format!("{:.2}%", fraction * 100.0)
 }
 
@@ -92,7 +92,7 @@ fn group(digits: &str) -> String {
 }
 
 /// Seconds as `12.3 s`, `4m 05s` or `1h 02m 03s`.
-pub(crate) fn duration(seconds: f64) -> String {
+pub fn duration(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
         return NONE.to_string();
     }
@@ -115,7 +115,7 @@ pub(crate) fn one_line(text: &str) -> String {
 }
 
 /// A command as inline code, when it can be (a backtick inside would end the span early).
-pub(crate) fn code(command: &str) -> String {
+pub fn code(command: &str) -> String {
     let command = one_line(command);
     if command.contains('`') {
         command

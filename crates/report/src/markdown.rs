@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use tabled::builder::Builder;
 use tabled::settings::Style;
 
-pub use crate::format::count;
+pub use crate::format::{code, count, duration, percent};
 
 use crate::document::{Block, Document};
 use crate::error::Result;
