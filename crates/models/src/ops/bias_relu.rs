@@ -186,13 +186,13 @@ pub fn bias_relu(xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         bail!("bias_relu: bias shape {:?}, expected ({c})", bias.shape())
     }
     in_f32_on_cpu(xs, |xs| {
-        let fused = xs.device().is_cpu()
-            && matches!(xs.dtype(), DType::F32 | DType::F64)
-            && bias.dtype() == xs.dtype();
-        if fused {
+        // A half-precision bias meets its widened input here: cast first, so the CPU still takes
+        // the fused kernel.
+        let bias = bias.to_dtype(xs.dtype())?;
+        if xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64) {
             xs.contiguous()?.apply_op2(&bias.contiguous()?, BiasRelu)
         } else {
-            bias_relu_slow(xs, &bias.to_dtype(xs.dtype())?)
+            bias_relu_slow(xs, &bias)
         }
     })
 }
