@@ -46,15 +46,13 @@ impl ComputeArgs {
 
     /// The same options as command-line arguments (for `zoo bench`'s child processes).
     pub(crate) fn to_args(&self) -> Vec<String> {
-        let precision = match self.precision {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-        };
+        let precision = clap::ValueEnum::to_possible_value(&self.precision)
+            .map_or_else(|| "f32".to_string(), |v| v.get_name().to_string());
         let mut args = vec![
             "--device".to_string(),
             self.device.clone(),
             "--precision".to_string(),
-            precision.to_string(),
+            precision,
         ];
         if self.tf32 {
             args.push("--tf32".to_string());

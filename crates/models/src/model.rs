@@ -162,11 +162,6 @@ impl ZooModel {
         self.compute = dtype;
         self
     }
-
-    /// The dtype the forward pass computes in, when set.
-    pub fn compute_dtype(&self) -> Option<DType> {
-        self.compute
-    }
 }
 
 /// `linear` in `xs`'s dtype: `xs @ W^T + b`, the parameters cast to it (a no-op when equal).
