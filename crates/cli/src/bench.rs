@@ -360,31 +360,17 @@ pub(crate) fn throughput(
     runs: usize,
     device: &Device,
 ) -> Result<Throughput> {
-    let xs = input(card, batch, device)?;
-    let pass = || -> Result<f64> {
-        let t = Instant::now();
-        model.forward_t(&xs, false)?;
-        synchronize(device)?;
-        Ok(t.elapsed().as_secs_f64())
-    };
-    pass()?;
-    let rates = (0..runs.max(1))
-        .map(|_| pass().map(|s| batch as f64 / s))
-        .collect::<Result<Vec<_>>>()?;
+    let seconds = eval_passes(model, card, batch, runs.max(1), device)?;
+    let rates = seconds.iter().map(|s| batch as f64 / s).collect();
     Ok(spread(batch, rates))
 }
 
 /// Batch-1 latency percentiles over `runs` timed passes (after one warm-up).
 fn latency(model: &ZooModel, card: &Card, runs: usize, device: &Device) -> Result<Latency> {
-    let xs = input(card, 1, device)?;
-    let pass = || -> Result<f64> {
-        let t = Instant::now();
-        model.forward_t(&xs, false)?;
-        synchronize(device)?;
-        Ok(1e3 * t.elapsed().as_secs_f64())
-    };
-    pass()?;
-    let mut ms = (0..runs).map(|_| pass()).collect::<Result<Vec<_>>>()?;
+    let mut ms: Vec<f64> = eval_passes(model, card, 1, runs, device)?
+        .iter()
+        .map(|s| 1e3 * s)
+        .collect();
     ms.sort_by(f64::total_cmp);
     // Nearest-rank percentiles.
     let pct = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
@@ -393,6 +379,26 @@ fn latency(model: &ZooModel, card: &Card, runs: usize, device: &Device) -> Resul
         p90_ms: pct(0.9),
         p99_ms: pct(0.99),
     })
+}
+
+/// Seconds of `runs` eval-mode forward passes at `batch` on random input, after one warm-up;
+/// each waits for the device, so GPU work is inside its time.
+fn eval_passes(
+    model: &ZooModel,
+    card: &Card,
+    batch: usize,
+    runs: usize,
+    device: &Device,
+) -> Result<Vec<f64>> {
+    let xs = input(card, batch, device)?;
+    let pass = || -> Result<f64> {
+        let t = Instant::now();
+        model.forward_t(&xs, false)?;
+        synchronize(device)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    pass()?;
+    (0..runs).map(|_| pass()).collect()
 }
 
 /// Training images per second on random data at `batch` (forward, backward, SGD step with
