@@ -165,11 +165,18 @@ impl ZooModel {
 }
 
 /// `linear` in `xs`'s dtype: `xs @ W^T + b`, the parameters cast to it (a no-op when equal).
+///
+/// Computed as `(W @ xs^T + b)^T`, a transposed view. Candle's backward of `xs @ W^T` yields
+/// W's gradient transposed and accumulates it through a strided add into a second zeroed
+/// buffer, a slow pass over every weight (58M in AlexNet); `W @ xs^T` yields it in W's own
+/// layout. The next layer's `xs^T` is then contiguous.
 fn linear_in(linear: &Linear, xs: &Tensor) -> Result<Tensor> {
-    let ys = xs.matmul(&linear.weight().to_dtype(xs.dtype())?.t()?)?;
+    let ys_t = linear.weight().to_dtype(xs.dtype())?.matmul(&xs.t()?)?;
     match linear.bias() {
-        Some(b) => ys.broadcast_add(&b.to_dtype(xs.dtype())?),
-        None => Ok(ys),
+        Some(b) => ys_t
+            .broadcast_add(&b.to_dtype(xs.dtype())?.unsqueeze(1)?)?
+            .t(),
+        None => ys_t.t(),
     }
 }
 
