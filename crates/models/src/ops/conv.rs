@@ -33,7 +33,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::{contiguous_slice, in_f32_on_cpu, Real};
+use super::{contiguous_slice, in_f32_on_cpu, valid, Real};
 
 /// Most elements one chunk's column matrix may hold (8 MiB of `f32`): large enough for GEMMs
 /// with over a thousand columns at AlexNet's shapes, small enough to be reused by the allocator
@@ -76,18 +76,6 @@ impl Dims {
     fn with_batch(&self, b: usize) -> Self {
         Self { b, ..*self }
     }
-}
-
-/// The output indices `o` in `[0, o_len)` whose input index `o * stride + off - padding` lies in
-/// `[0, n)`, as a half-open range (empty when none does).
-#[inline]
-fn valid(o_len: usize, n: usize, off: usize, stride: usize, padding: usize) -> (usize, usize) {
-    let lo = padding.saturating_sub(off).div_ceil(stride);
-    let hi = (n + padding)
-        .saturating_sub(off)
-        .div_ceil(stride)
-        .min(o_len);
-    (lo.min(hi), hi)
 }
 
 /// Runs `f` on the elements of a contiguous CPU tensor.

@@ -10,8 +10,9 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::hint::select_unpredictable;
 
-use super::{check_input, contiguous_slice, in_f32_on_cpu, Real};
+use super::{check_input, contiguous_slice, in_f32_on_cpu, valid, Real};
 
 /// Square max-pooling geometry, validated by [`MaxPool2d::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,39 +95,69 @@ impl MaxPool2d {
         (start.max(0) as usize, end)
     }
 
-    /// Index (within the plane) of the window's maximum: the first in row-major order, a later
-    /// NaN replacing it, exactly as PyTorch's CPU kernel does.
+    /// Calls `visit(i, outs, c0)` for each input row `i` of output row `oi`'s windows and each
+    /// window column: the output columns `outs` read input columns `c0, c0 + stride, ...` of
+    /// row `i`. Windows are visited in row-major order. The caller's loop over `outs` has no
+    /// cross-column dependency, so it runs without bounds checks, and with
+    /// `select_unpredictable` branch-free (random data makes a per-element branch mispredict).
     #[inline]
-    fn argmax<T: Real>(&self, plane: &[T], p: &Plane, oi: usize, oj: usize) -> usize {
+    fn for_window_columns(
+        &self,
+        oi: usize,
+        p: &Plane,
+        mut visit: impl FnMut(usize, std::ops::Range<usize>, usize),
+    ) {
         let (i0, i1) = self.range(oi, p.h);
-        let (j0, j1) = self.range(oj, p.w);
-        let mut best = T::NEG_INF;
-        let mut best_idx = i0 * p.w + j0;
         for i in i0..i1 {
-            let base = i * p.w;
-            for (j, &v) in (j0..j1).zip(&plane[base + j0..base + j1]) {
-                if v > best || v.is_nan() {
-                    best = v;
-                    best_idx = base + j;
+            for dj in 0..self.kernel {
+                let (o0, o1) = valid(p.wo, p.w, dj, self.stride, self.padding);
+                if o0 < o1 {
+                    visit(i, o0..o1, o0 * self.stride + dj - self.padding);
                 }
             }
         }
-        best_idx
     }
 
+    /// Each window's maximum: the largest value, or NaN when the window holds one (PyTorch
+    /// propagates NaN; the value is that of the argmax [`Self::bwd_plane`] picks).
     fn fwd_plane<T: Real>(&self, src: &[T], dst: &mut [T], p: &Plane) {
-        for oi in 0..p.ho {
-            for oj in 0..p.wo {
-                dst[oi * p.wo + oj] = src[self.argmax(src, p, oi, oj)];
-            }
+        for (oi, out) in dst.chunks_exact_mut(p.wo).enumerate() {
+            out.fill(T::NEG_INF);
+            self.for_window_columns(oi, p, |i, outs, c0| {
+                let vals = src[i * p.w + c0..(i + 1) * p.w].iter().step_by(self.stride);
+                for (m, &v) in out[outs].iter_mut().zip(vals) {
+                    *m = select_unpredictable(v > *m || v.is_nan(), v, *m);
+                }
+            });
         }
     }
 
+    /// Scatters the output gradient to each window's argmax: the first maximum in row-major
+    /// order, a later NaN replacing it, exactly as PyTorch's CPU kernel picks it. `best` and `arg`
+    /// are one output row of running maxima and their indices within the plane.
     fn bwd_plane<T: Real>(&self, src: &[T], grad: &[T], dst: &mut [T], p: &Plane) {
-        for oi in 0..p.ho {
-            for oj in 0..p.wo {
-                let idx = self.argmax(src, p, oi, oj);
-                dst[idx] += grad[oi * p.wo + oj];
+        let mut best = vec![T::NEG_INF; p.wo];
+        let mut arg = vec![0usize; p.wo];
+        for (oi, g) in grad.chunks_exact(p.wo).enumerate() {
+            best.fill(T::NEG_INF);
+            // An all -inf window keeps its first element, as PyTorch does.
+            let i0 = self.range(oi, p.h).0;
+            for (oj, a) in arg.iter_mut().enumerate() {
+                *a = i0 * p.w + (oj * self.stride).saturating_sub(self.padding);
+            }
+            self.for_window_columns(oi, p, |i, outs, c0| {
+                let first = i * p.w + c0;
+                let vals = src[first..(i + 1) * p.w].iter().step_by(self.stride);
+                let idxs = (first..).step_by(self.stride);
+                let (best, arg) = (&mut best[outs.clone()], &mut arg[outs]);
+                for ((b, a), (&v, idx)) in best.iter_mut().zip(arg).zip(vals.zip(idxs)) {
+                    let better = v > *b || v.is_nan();
+                    *b = select_unpredictable(better, v, *b);
+                    *a = select_unpredictable(better, idx, *a);
+                }
+            });
+            for (&a, &g) in arg.iter().zip(g) {
+                dst[a] += g;
             }
         }
     }

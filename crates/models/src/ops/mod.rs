@@ -68,6 +68,24 @@ pub fn in_f32_on_cpu(xs: &Tensor, op: impl FnOnce(&Tensor) -> Result<Tensor>) ->
     }
 }
 
+/// The output indices `o` in `[0, o_len)` whose input index `o * stride + off - padding` lies in
+/// `[0, n)`, as a half-open range (empty when none does).
+#[inline]
+pub(crate) fn valid(
+    o_len: usize,
+    n: usize,
+    off: usize,
+    stride: usize,
+    padding: usize,
+) -> (usize, usize) {
+    let lo = padding.saturating_sub(off).div_ceil(stride);
+    let hi = (n + padding)
+        .saturating_sub(off)
+        .div_ceil(stride)
+        .min(o_len);
+    (lo.min(hi), hi)
+}
+
 /// The float element types the CPU kernels support (`f32`, `f64`).
 pub(crate) trait Real: WithDType + std::ops::Neg<Output = Self> {
     const ZERO: Self;

@@ -166,6 +166,90 @@ fn max_pool_matches_naive_loops_with_negative_inputs() -> Result<()> {
     Ok(())
 }
 
+/// Each window's argmax (a flat index into `x`) by PyTorch's CPU rule, in plain loops: the
+/// first maximum in row-major window order, a later NaN replacing it.
+fn naive_argmax_pool(
+    x: &[f32],
+    dims: (usize, usize, usize, usize),
+    k: usize,
+    s: usize,
+    p: usize,
+) -> Vec<usize> {
+    let (b, c, h, w) = dims;
+    let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let mut out = Vec::new();
+    for plane in 0..b * c {
+        for oi in 0..ho {
+            for oj in 0..wo {
+                let (mut best, mut arg) = (f32::NEG_INFINITY, None);
+                for di in 0..k {
+                    for dj in 0..k {
+                        let i = (oi * s + di) as isize - p as isize;
+                        let j = (oj * s + dj) as isize - p as isize;
+                        if i < 0 || j < 0 || i as usize >= h || j as usize >= w {
+                            continue;
+                        }
+                        let idx = plane * h * w + i as usize * w + j as usize;
+                        // The first real element starts the scan (an all -inf window keeps it).
+                        if arg.is_none() || x[idx] > best || x[idx].is_nan() {
+                            best = x[idx];
+                            arg = Some(idx);
+                        }
+                    }
+                }
+                out.push(arg.expect("every window holds a real element"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn max_pool_ties_nan_and_infinities_follow_pytorch_argmax() -> Result<()> {
+    // Three values, so most windows tie; some NaN and -inf, whole -inf windows included.
+    let dims = (2, 3, 7, 9);
+    let n = dims.0 * dims.1 * dims.2 * dims.3;
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut v: Vec<f32> = (0..n)
+        .map(|_| match rng.random_range(0..20) {
+            0 => f32::NAN,
+            1..=3 => f32::NEG_INFINITY,
+            r => (r % 3) as f32,
+        })
+        .collect();
+    v[..2 * 9].fill(f32::NEG_INFINITY);
+    let x = Var::from_tensor(&Tensor::from_vec(v.clone(), dims, &Device::Cpu)?)?;
+    for (k, s, p) in [(3, 2, 1), (3, 2, 0), (2, 2, 1), (3, 1, 1), (2, 1, 0)] {
+        let want = naive_argmax_pool(&v, dims, k, s, p);
+        let y = max_pool2d(x.as_tensor(), k, s, p)?;
+        let got = y.flatten_all()?.to_vec1::<f32>()?;
+        for (o, (&g, &a)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g == v[a] || (g.is_nan() && v[a].is_nan()),
+                "k{k} s{s} p{p} output {o}: {g} vs {}",
+                v[a]
+            );
+        }
+        // Distinct upstream gradients, so each one's destination is visible.
+        let up: Vec<f32> = (0..got.len()).map(|o| 1.0 + o as f32).collect();
+        let up_t = Tensor::from_vec(up.clone(), y.shape(), &Device::Cpu)?;
+        let grads = (y * up_t)?.sum_all()?.backward()?;
+        let Some(gx) = grads.get(x.as_tensor()) else {
+            panic!("no gradient")
+        };
+        let mut want_gx = vec![0f32; n];
+        for (&a, &u) in want.iter().zip(&up) {
+            want_gx[a] += u;
+        }
+        assert_eq!(
+            gx.flatten_all()?.to_vec1::<f32>()?,
+            want_gx,
+            "k{k} s{s} p{p}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn max_pool_ties_go_to_first_in_row_major_order() -> Result<()> {
     let x = Var::from_tensor(&Tensor::zeros((1, 1, 3, 3), DType::F32, &Device::Cpu)?)?;
