@@ -89,6 +89,8 @@ fn max_pool_fast_matches_slow() -> Result<()> {
             (3, 1, 0),
             (3, 1, 1),
             (1, 1, 0),
+            (2, 3, 1),
+            (5, 3, 2),
         ] {
             for dt in [DType::F32, DType::F64] {
                 let x = distinct(shape, si as u64, dt)?;
