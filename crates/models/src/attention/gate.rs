@@ -8,7 +8,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{BatchNorm, Init, ModuleT, VarBuilder};
 
-use crate::ops::in_f32_on_cpu;
+use crate::ops::conv2d;
 
 /// Applies a sigmoid `gate` to `xs` with strength `s`: `xs * (1 - s + s * gate)`.
 ///
@@ -90,13 +90,18 @@ impl Conv1x1 {
     /// # Shapes
     /// `xs`: `(B, c_in, H, W)` -> `(B, c_out, H, W)`.
     pub(crate) fn forward_map(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = in_f32_on_cpu(xs, |xs| {
-            xs.conv2d(&self.weight.to_dtype(xs.dtype())?, 0, 1, 1, 1)
-        })?;
-        match &self.bias {
-            Some(b) => ys.broadcast_add(&b.to_dtype(xs.dtype())?.reshape((1, self.c_out, 1, 1))?),
-            None => Ok(ys),
-        }
+        let bias = match &self.bias {
+            Some(b) => Some(b.to_dtype(xs.dtype())?),
+            None => None,
+        };
+        conv2d(
+            xs,
+            &self.weight.to_dtype(xs.dtype())?,
+            bias.as_ref(),
+            1,
+            0,
+            1,
+        )
     }
 }
 

@@ -9,7 +9,7 @@ use super::gate::{apply_gate, torch_default_init, BatchNorm2d};
 use super::multiscale::MultiScale;
 use super::{macs, Attention};
 use crate::describe::Cost;
-use crate::ops::in_f32_on_cpu;
+use crate::ops::conv2d;
 
 /// timm's `ConvNormAct(2, 1, k, apply_act=False)`: a bias-free `k x k` convolution `2 -> 1`
 /// with zero padding `(k-1)/2`, then `BatchNorm2d(1)`.
@@ -40,16 +40,11 @@ impl ConvBn {
     ///
     /// # Shapes
     /// `xs`: `(B, 2, h, w)` -> `(B, 1, h, w)`.
+    /// zoo's convolution op rather than Candle's stock one: faster on the CPU (inference of
+    /// alexnet-cifar-spatial at batch 128 went from 165-197 to 216-229 images/s).
     pub(crate) fn conv(&self, xs: &Tensor) -> Result<Tensor> {
-        in_f32_on_cpu(xs, |xs| {
-            xs.conv2d(
-                &self.weight.to_dtype(xs.dtype())?,
-                (self.kernel - 1) / 2,
-                1,
-                1,
-                1,
-            )
-        })
+        let weight = self.weight.to_dtype(xs.dtype())?;
+        conv2d(xs, &weight, None, 1, (self.kernel - 1) / 2, 1)
     }
 
     /// The batch norm alone (batch statistics when `train`).

@@ -196,6 +196,10 @@ impl Conv2d {
             let (ci, i, j) = (row / kk, (row / self.kw) % self.kh, row % self.kw);
             let (oh0, oh1) = valid(d.ho, d.h, i, s, p);
             let (ow0, ow1) = valid(d.wo, d.w, j, s, p);
+            if oh0 == oh1 || ow0 == ow1 {
+                // The kernel offset only ever meets padding (a kernel wider than the map).
+                return;
+            }
             // First input column the valid outputs read (non-negative by choice of ow0).
             let w0 = ow0 * s + j - p;
             for (bi, dst_b) in dst.chunks_exact_mut(l).enumerate() {
@@ -229,6 +233,9 @@ impl Conv2d {
                 let (oh0, oh1) = valid(d.ho, d.h, i, s, p);
                 for j in 0..self.kw {
                     let (ow0, ow1) = valid(d.wo, d.w, j, s, p);
+                    if ow0 == ow1 {
+                        continue;
+                    }
                     let w0 = ow0 * s + j - p;
                     let row = (ci * self.kh + i) * self.kw + j;
                     let src = &gcol[row * n + bi * l..][..l];

@@ -72,7 +72,7 @@ const fn case(
 /// Candle 0.11.1's stock backward takes the input gradient's `output_padding` from the height
 /// alone, so it fails when `(H + 2p - kh) % stride != (W + 2p - kw) % stride`; the cases keep
 /// those equal, and [`finite_differences_f64`] covers the unequal case.
-const CASES: [Case; 12] = [
+const CASES: [Case; 15] = [
     case(1, 3, (7, 9), 4, (3, 3), 1, 1, 1),
     case(3, 3, (11, 13), 5, (5, 5), 2, 2, 1),
     case(3, 4, (13, 11), 6, (3, 3), 2, 0, 2),
@@ -85,6 +85,11 @@ const CASES: [Case; 12] = [
     case(3, 2, (15, 15), 4, (5, 5), 1, 2, 2),
     case(1, 3, (17, 19), 6, (5, 3), 2, 1, 1),
     case(3, 4, (31, 27), 4, (11, 11), 4, 0, 2),
+    // Kernels wider than the map, as spatial attention's 7x7 meets a late 1x1 or 3x3 map: some
+    // kernel offsets only ever meet padding.
+    case(2, 2, (1, 1), 1, (7, 7), 1, 3, 1),
+    case(2, 2, (2, 3), 1, (7, 7), 1, 3, 1),
+    case(1, 3, (3, 3), 2, (7, 7), 2, 3, 1),
 ];
 
 /// Output and the gradients of `L = sum(conv(x, w, bias) * r)` for a fixed random `r`, either
