@@ -90,10 +90,11 @@ impl Conv1x1 {
     /// # Shapes
     /// `xs`: `(B, c_in, H, W)` -> `(B, c_out, H, W)`.
     pub(crate) fn forward_map(&self, xs: &Tensor) -> Result<Tensor> {
-        let bias = match &self.bias {
-            Some(b) => Some(b.to_dtype(xs.dtype())?),
-            None => None,
-        };
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|b| b.to_dtype(xs.dtype()))
+            .transpose()?;
         conv2d(
             xs,
             &self.weight.to_dtype(xs.dtype())?,

@@ -143,7 +143,7 @@ impl MaxPool2d {
             // An all -inf window keeps its first element, as PyTorch does.
             let i0 = self.range(oi, p.h).0;
             for (oj, a) in arg.iter_mut().enumerate() {
-                *a = i0 * p.w + (oj * self.stride).saturating_sub(self.padding);
+                *a = i0 * p.w + self.range(oj, p.w).0;
             }
             self.for_window_columns(oi, p, |i, outs, c0| {
                 let first = i * p.w + c0;
