@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod allocator;
 mod bench;
 mod cli;
 mod compute;
@@ -16,6 +17,7 @@ mod train;
 mod verbs;
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = cli::Cli::parse();
     match verbs::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
