@@ -1,9 +1,12 @@
 //! zoo's AlexNet ops on the CPU at AlexNet's shapes: the fast custom ops (forward, and forward
-//! plus backward) against their stock-op `*_slow` references.
+//! plus backward) against their stock-op `*_slow` references, and the few-rows linear layer
+//! against Candle's matmul.
 use candle_core::{Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
-use zoo_models::ops::{bias_relu, bias_relu_slow, lrn, lrn_slow, max_pool2d, max_pool2d_slow};
+use zoo_models::ops::{
+    bias_relu, bias_relu_slow, linear, lrn, lrn_slow, max_pool2d, max_pool2d_slow, FEW_ROWS,
+};
 
 /// Batch size of every benchmark input.
 const BATCH: usize = 8;
@@ -107,10 +110,36 @@ fn bench_bias_relu(cr: &mut Criterion) -> Result<()> {
     Ok(())
 }
 
+/// AlexNet's classifier layers `(in, out)`, timed at the batch sizes [`linear`] computes as dot
+/// products (1 and [`FEW_ROWS`]).
+const LINEAR_SHAPES: [(usize, usize); 2] = [(9216, 4096), (4096, 4096)];
+
+fn bench_linear(cr: &mut Criterion) -> Result<()> {
+    let mut group = cr.benchmark_group("linear_few_rows");
+    for (k, n) in LINEAR_SHAPES {
+        let w = Tensor::randn(0f32, 0.01, (n, k), &Device::Cpu)?;
+        for b in [1, FEW_ROWS] {
+            let x = Tensor::randn(0f32, 1f32, (b, k), &Device::Cpu)?;
+            let id = format!("b{b}x{k}->{n}");
+            // Checked once outside the timing loop so errors surface.
+            linear(&x, &w, None)?;
+            group.bench_with_input(BenchmarkId::new("fast", &id), &x, |bn, x| {
+                bn.iter(|| black_box(linear(x, &w, None)))
+            });
+            group.bench_with_input(BenchmarkId::new("stock_matmul", &id), &x, |bn, x| {
+                bn.iter(|| black_box(x.t().and_then(|xt| w.matmul(&xt))))
+            });
+        }
+    }
+    group.finish();
+    Ok(())
+}
+
 fn ops(cr: &mut Criterion) {
     let all = bench_max_pool(cr)
         .and_then(|()| bench_lrn(cr))
-        .and_then(|()| bench_bias_relu(cr));
+        .and_then(|()| bench_bias_relu(cr))
+        .and_then(|()| bench_linear(cr));
     if let Err(e) = all {
         eprintln!("ops bench failed: {e}");
         std::process::exit(1);

@@ -164,20 +164,10 @@ impl ZooModel {
     }
 }
 
-/// `linear` in `xs`'s dtype: `xs @ W^T + b`, the parameters cast to it (a no-op when equal).
-///
-/// Computed as `(W @ xs^T + b)^T`, a transposed view. Candle's backward of `xs @ W^T` yields
-/// W's gradient transposed and accumulates it through a strided add into a second zeroed
-/// buffer, a slow pass over every weight (58M in AlexNet); `W @ xs^T` yields it in W's own
-/// layout. The next layer's `xs^T` is then contiguous.
+/// `linear` in `xs`'s dtype ([`ops::linear`]), the parameters cast to it (a no-op when equal).
 fn linear_in(linear: &Linear, xs: &Tensor) -> Result<Tensor> {
-    let ys_t = linear.weight().to_dtype(xs.dtype())?.matmul(&xs.t()?)?;
-    match linear.bias() {
-        Some(b) => ys_t
-            .broadcast_add(&b.to_dtype(xs.dtype())?.unsqueeze(1)?)?
-            .t(),
-        None => ys_t.t(),
-    }
+    let bias = linear.bias().map(|b| b.to_dtype(xs.dtype())).transpose()?;
+    ops::linear(xs, &linear.weight().to_dtype(xs.dtype())?, bias.as_ref())
 }
 
 /// Side of the map the classifier flattens: after the last pooling, or the head's pool size.
