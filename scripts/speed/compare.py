@@ -1,6 +1,8 @@
 """PyTorch eager at the shapes `zoo speed` timed, on the same cores; prints both and the ratio.
 
-Usage: compare.py ZOO_JSON...   (each file the output of `zoo speed --json`)
+Usage: compare.py [--precision f32|bf16] ZOO_JSON...   (each file the output of `zoo speed --json`)
+With bf16, PyTorch runs under `torch.autocast("cpu", torch.bfloat16)`, the counterpart of zoo's
+`--precision bf16` (f32 weights, bf16 compute).
 Run by compare.sh, which produces the JSON. Needs torch and torchvision (scripts/reference/setup.sh
 installs them into .venv-ref); zoo itself never depends on Python.
 """
@@ -43,7 +45,7 @@ MODELS = {
 }
 
 
-def rate(model, batch, size, classes, mode, runs):
+def rate(model, batch, size, classes, mode, runs, bf16):
     """Median images/s over `runs` timed passes after one warm-up, as `zoo speed` does."""
     x = torch.randn(batch, 3, size, size)
     y = torch.arange(batch) % classes
@@ -51,7 +53,7 @@ def rate(model, batch, size, classes, mode, runs):
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 model(x)
     else:
         model.train()
@@ -60,7 +62,9 @@ def rate(model, batch, size, classes, mode, runs):
 
         def step():
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model(x), y)
+            loss.backward()
             opt.step()
 
     step()
@@ -72,10 +76,19 @@ def rate(model, batch, size, classes, mode, runs):
     return statistics.median(rates)
 
 
-def main(paths):
+def main(args):
+    bf16 = False
+    if args[:1] == ["--precision"]:
+        if len(args) < 2 or args[1] not in ("f32", "bf16"):
+            sys.exit("--precision takes f32 or bf16")
+        bf16, args = args[1] == "bf16", args[2:]
+    if not args:
+        sys.exit(__doc__)
+    paths = args
     rows = [row for p in paths for row in json.load(open(p))]
     torch.manual_seed(0)
-    print(f"PyTorch {torch.__version__} eager, fp32, {torch.get_num_threads()} threads; "
+    precision = "bf16 autocast" if bf16 else "fp32"
+    print(f"PyTorch {torch.__version__} eager, {precision}, {torch.get_num_threads()} threads; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs\n")
     print("| card | mode | batch | zoo images/s | PyTorch images/s | zoo / PyTorch |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
@@ -89,12 +102,10 @@ def main(paths):
         make, size, classes = MODELS[card]
         model = models.setdefault(card, make())
         runs = 5
-        torch_rate = rate(model, row["batch"], size, classes, row["mode"], runs)
+        torch_rate = rate(model, row["batch"], size, classes, row["mode"], runs, bf16)
         print(f"| {card} | {row['mode']} | {row['batch']} | {row['median']:.1f} | "
               f"{torch_rate:.1f} | {row['median'] / torch_rate:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
     main(sys.argv[1:])

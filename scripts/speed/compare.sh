@@ -5,6 +5,7 @@
 #
 #   scripts/speed/compare.sh            # builds zoo (release), uses .venv-ref's Python if present
 #   ZOO=path/to/zoo PYTHON=python3 scripts/speed/compare.sh
+#   PRECISION=bf16 scripts/speed/compare.sh   # zoo's bf16 mode against PyTorch's bf16 autocast
 #
 # Without torch it prints zoo's numbers alone and says how to get the comparison.
 set -euo pipefail
@@ -16,14 +17,15 @@ if [ -z "${ZOO:-}" ]; then
 fi
 PYTHON=${PYTHON:-$( [ -x .venv-ref/bin/python ] && echo .venv-ref/bin/python || echo python3 )}
 RUNS=${RUNS:-5}
+PRECISION=${PRECISION:-f32}
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$ZOO" speed alexnet --batch 1,32 --train-batch 32 --runs "$RUNS" --json > "$tmp/alexnet.json"
-"$ZOO" speed alexnet-cifar --batch 128 --train-batch 128 --runs "$RUNS" --json > "$tmp/cifar.json"
+"$ZOO" speed alexnet --batch 1,32 --train-batch 32 --runs "$RUNS" --precision "$PRECISION" --json > "$tmp/alexnet.json"
+"$ZOO" speed alexnet-cifar --batch 128 --train-batch 128 --runs "$RUNS" --precision "$PRECISION" --json > "$tmp/cifar.json"
 
 if "$PYTHON" -c "import torch, torchvision" 2>/dev/null; then
-  "$PYTHON" scripts/speed/compare.py "$tmp/alexnet.json" "$tmp/cifar.json"
+  "$PYTHON" scripts/speed/compare.py --precision "$PRECISION" "$tmp/alexnet.json" "$tmp/cifar.json"
 else
   echo "PyTorch not found for $PYTHON (scripts/reference/setup.sh installs it into .venv-ref); zoo alone:"
   cat "$tmp/alexnet.json" "$tmp/cifar.json"
