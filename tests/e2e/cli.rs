@@ -137,6 +137,21 @@ fn unknown_card_is_a_user_error_with_a_suggestion() {
 }
 
 #[test]
+fn a_zero_batch_size_is_a_usage_error_before_any_work() {
+    for args in [
+        ["speed", "alexnet-cifar", "--train-batch", "0"],
+        ["speed", "alexnet-cifar", "--batch", "1,0"],
+        ["train", "alexnet-cifar", "--batch", "0"],
+    ] {
+        zoo()
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("must be at least 1"));
+    }
+}
+
+#[test]
 fn validate_accepts_the_zoo() {
     zoo()
         .arg("validate")

@@ -134,6 +134,7 @@ pub enum Precision {
     /// f32 throughout.
     F32,
     /// Mixed precision: activations and products in bf16, f32 master weights, loss in f32.
+    /// On the CPU this is emulated and slower than f32 (Candle 0.11 has no CPU bf16 kernels).
     Bf16,
 }
 
@@ -147,7 +148,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Batch size (default: the recipe's).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch: Option<usize>,
     /// Peak learning rate (default: the recipe's).
     #[arg(long)]
@@ -241,10 +242,10 @@ pub struct SpeedArgs {
     #[arg(required = true)]
     pub cards: Vec<String>,
     /// Inference batch sizes (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    #[arg(long, value_delimiter = ',', default_value = "1,32", value_parser = positive)]
     pub batch: Vec<usize>,
     /// Training batch sizes (forward, backward, SGD step; comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "32")]
+    #[arg(long, value_delimiter = ',', default_value = "32", value_parser = positive)]
     pub train_batch: Vec<usize>,
     /// Timed runs per measurement, after one warm-up (the median is reported).
     #[arg(long, default_value = "5")]
@@ -269,4 +270,13 @@ pub struct BenchCardArgs {
     pub result: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// A count of at least one (batch sizes): `0` is a usage error, not a run that fails later.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
