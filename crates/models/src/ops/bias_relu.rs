@@ -204,16 +204,10 @@ pub fn bias_relu_slow(xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{DType, Device, Result, Tensor, Var, D};
+    use candle_core::{DType, Device, Result, Tensor, Var};
 
     use super::{bias_relu, bias_relu_slow};
-
-    /// Values `sin(i * 0.7 + phase)`: varied signs, deterministic, no RNG needed.
-    fn wave(shape: &[usize], phase: f64, dtype: DType) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        let v: Vec<f64> = (0..n).map(|i| (i as f64 * 0.7 + phase).sin()).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)
-    }
+    use crate::ops::tests::{max_abs_diff as max_diff, wave};
 
     /// Output and the gradients of `sum(op(xs, bias) * r)` for a fixed `r`.
     fn run(fused: bool, xs: &Tensor, bias: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
@@ -229,15 +223,6 @@ mod tests {
             panic!("missing gradients")
         };
         Ok((out, gx.clone(), gb.clone()))
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
-        (a - b)?
-            .abs()?
-            .flatten_all()?
-            .max(D::Minus1)?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()
     }
 
     #[test]

@@ -148,25 +148,10 @@ pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Ten
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{DType, Device, Result, Tensor, Var, D};
+    use candle_core::{DType, Result, Tensor, Var, D};
 
     use super::{linear, MatMulWt};
-
-    /// Values `sin(i * 0.37 + phase)`: varied signs, deterministic.
-    fn wave(shape: (usize, usize), phase: f64, dtype: DType) -> Result<Tensor> {
-        let n = shape.0 * shape.1;
-        let v: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37 + phase).sin()).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
-        (a - b)?
-            .abs()?
-            .flatten_all()?
-            .max(D::Minus1)?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()
-    }
+    use crate::ops::tests::{max_abs_diff as max_diff, wave};
 
     /// Output and gradients (xs, weight) of `sum(f(xs, w) * r)` for a fixed `r`.
     fn run(
@@ -176,7 +161,7 @@ mod tests {
     ) -> Result<[Tensor; 3]> {
         let (x, wv) = (Var::from_tensor(xs)?, Var::from_tensor(w)?);
         let out = f(x.as_tensor(), wv.as_tensor())?;
-        let r = wave(out.dims2()?, 0.9, xs.dtype())?;
+        let r = wave(out.dims(), 0.9, xs.dtype())?;
         let grads = (&out * &r)?.sum_all()?.backward()?;
         let (Some(gx), Some(gw)) = (grads.get(x.as_tensor()), grads.get(wv.as_tensor())) else {
             panic!("missing gradients")
@@ -195,8 +180,8 @@ mod tests {
                 (4, 7, 1),
                 (1, 3, 200),
             ] {
-                let xs = wave((b, k), 0.0, dtype)?;
-                let w = (wave((n, k), 1.3, dtype)? * 0.5)?;
+                let xs = wave(&[b, k], 0.0, dtype)?;
+                let w = (wave(&[n, k], 1.3, dtype)? * 0.5)?;
                 let ours = run(|x, w| x.apply_op2(w, MatMulWt), &xs, &w)?;
                 let stock = run(|x, w| x.matmul(&w.t()?), &xs, &w)?;
                 for (what, a, b_) in [
@@ -221,11 +206,11 @@ mod tests {
 
     #[test]
     fn linear_matches_stock_ops_on_both_paths_and_strided_inputs() -> Result<()> {
-        let w = wave((6, 10), 0.2, DType::F32)?;
-        let bias = wave((6, 1), 0.6, DType::F32)?.flatten_all()?;
+        let w = wave(&[6, 10], 0.2, DType::F32)?;
+        let bias = wave(&[6, 1], 0.6, DType::F32)?.flatten_all()?;
         for b in [1, 4, 5, 9] {
             // A transposed view: not contiguous for b > 1.
-            let xs = wave((10, b), 0.4, DType::F32)?.t()?;
+            let xs = wave(&[10, b], 0.4, DType::F32)?.t()?;
             let stock = xs.matmul(&w.t()?)?.broadcast_add(&bias)?;
             let d = max_diff(&linear(&xs, &w, Some(&bias))?, &stock)?;
             assert!(d <= 1e-5, "b{b} with bias: max diff {d}");
@@ -237,8 +222,8 @@ mod tests {
 
     #[test]
     fn mismatched_inner_dimensions_are_errors() -> Result<()> {
-        let xs = wave((1, 5), 0.0, DType::F32)?;
-        let w = wave((3, 4), 0.0, DType::F32)?;
+        let xs = wave(&[1, 5], 0.0, DType::F32)?;
+        let w = wave(&[3, 4], 0.0, DType::F32)?;
         let err = match xs.apply_op2(&w, MatMulWt) {
             Ok(_) => panic!("a 5-wide xs against a 4-wide weight must fail"),
             Err(e) => e.to_string(),

@@ -31,7 +31,14 @@ fn uniform(
     Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dt)
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+/// Values `sin(i * 0.7 + phase)`: varied signs, deterministic, no RNG needed.
+pub(super) fn wave(shape: &[usize], phase: f64, dtype: DType) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|i| (i as f64 * 0.7 + phase).sin()).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)
+}
+
+pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
     assert_eq!(a.dims(), b.dims());
     (a - b)?
         .abs()?
