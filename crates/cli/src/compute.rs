@@ -33,7 +33,7 @@ impl ComputeArgs {
             Precision::Bf16 => Some(DType::BF16),
         };
         if dtype.is_some() && device.is_cpu() {
-            // Measured, not assumed: `PRECISION=bf16 scripts/speed/compare.sh` in reports/speed/cpu.md.
+            // Measured: `PRECISION=bf16 scripts/speed/compare.sh`, in reports/speed/cpu.md.
             eprintln!(
                 "note: --precision bf16 on the CPU rounds to bf16 but computes in f32 (Candle 0.11 \
                  has no CPU bf16 matrix product), so it is slower than f32 here"

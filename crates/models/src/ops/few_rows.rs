@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::{contiguous_slice, Real};
 
-/// The most rows of `xs` [`matmul_wt`] computes as dot products; more go to the GEMM, which
+/// The most rows of `xs` [`linear`] computes as dot products; more go to the GEMM, which
 /// re-uses each packed weight for every row.
 pub const FEW_ROWS: usize = 4;
 
