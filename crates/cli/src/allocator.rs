@@ -6,8 +6,9 @@
 //! again: 1.1-1.4 million faults in one `zoo speed alexnet-cifar --batch 128 --train-batch 128
 //! --runs 6`, each fault zeroing a page and, with two threads, a TLB shootdown. Serving buffers
 //! up to 32 MiB from the heap and never trimming it lets the next step reuse the same pages: a
-//! quarter of the faults and 7-25% more images/s (`reports/speed/cpu.md`). The cost is that freed memory stays with the
-//! process until it exits, which for a run of same-shaped steps is the next step's memory anyway.
+//! quarter of the faults and 7-25% more images/s (`reports/speed/cpu.md`). The cost is that
+//! freed memory stays with the process until it exits, which for a run of same-shaped steps is
+//! the next step's memory anyway.
 
 /// Applies the settings unless the user chose their own through glibc's environment variables.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
