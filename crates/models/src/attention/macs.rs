@@ -11,9 +11,9 @@
 //!   costs `n` ([`reduce`]). So SE's and ECA's average pool cost `C*H*W`; CBAM's channel
 //!   attention pools twice (mean and max: `2*C*H*W`); the spatial descriptor
 //!   `[mean over C, max over C]` costs `2*C*H*W`. (AlexNet's windowed max-pool *layers* count
-//!   zero in [`crate::describe`]; these global statistics are part of the attention block.)
+//!   zero in [`crate::describe`](mod@crate::describe); these global statistics are part of the attention block.)
 //! * **Average pooling by a factor** (multi-scale fusion): one per input element read
-//!   ([`avg_pool`]), as in [`crate::describe`].
+//!   ([`avg_pool`]), as in [`crate::describe`](mod@crate::describe).
 //! * **Gates**: one per multiplied element ([`gate`]): `C*H*W` for applying a channel or
 //!   spatial gate to a `(C, H, W)` map. The progressive-strength affine `1 - s + s*g` on the
 //!   (small) gate tensor and the sigmoid count zero.

@@ -11,7 +11,7 @@
 //! counted in [`Cost::params`]. An optimiser that walks a `VarMap` should skip them by name.
 //!
 //! Every gating module applies its gate through [`apply_gate`] (progressive strength `s`).
-//! MACs follow the convention of [`crate::describe`], spelled out once in [`macs`].
+//! MACs follow the convention of [`crate::describe`](mod@crate::describe), spelled out once in [`macs`].
 
 mod cbam;
 mod eca;

@@ -75,10 +75,10 @@ impl ConvBn {
 }
 
 /// timm's `SpatialAttn(kernel_size=k)`: the descriptor `[mean over C, max over C]`
-/// `(B, 2, H, W)` -> [`ConvBn`] -> sigmoid, applied as a spatial gate `(B, 1, H, W)`.
+/// `(B, 2, H, W)` -> `ConvBn` -> sigmoid, applied as a spatial gate `(B, 1, H, W)`.
 ///
 /// With `fusion` the logit map is computed at several scales and fused before the sigmoid
-/// ([`MultiScale`]); `fusion.weight` `(n_scales)` is added in `learned` mode.
+/// (`MultiScale`); `fusion.weight` `(n_scales)` is added in `learned` mode.
 ///
 /// Parameters: `conv.conv.weight` `(1, 2, k, k)`, `conv.bn.{weight,bias}` `(1)`, buffers
 /// `conv.bn.{running_mean,running_var}`; `2*k*k + 2` trainable (`+ n_scales` when learned).
