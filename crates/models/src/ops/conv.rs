@@ -8,31 +8,32 @@
 //! in chunks of images; for each chunk it unfolds the input (im2col) into a column matrix
 //! `(Cin * kh * kw, images * Ho * Wo)` whose row `(c, i, j)` holds channel `c` shifted by kernel
 //! offset `(i, j)` at every output position of every image in the chunk, multiplies
-//! `weight (Cout, Cin * kh * kw) x col` (one matmul per group, on Candle's CPU matmul, i.e. the
-//! `gemm` crate, multi-threaded) and scatters the `(Cout, images * Ho * Wo)` product into the
-//! `(B, Cout, Ho, Wo)` output.
+//! `weight (Cout, Cin * kh * kw) x col` (one product per group, on the `gemm` crate that Candle's
+//! CPU matmul also runs, multi-threaded; see [`super::matmul`]) and scatters the `(Cout, images *
+//! Ho * Wo)` product into the `(B, Cout, Ho, Wo)` output, or, for a one-image chunk, multiplies
+//! straight into it.
 //!
-//! Several images per matmul keep the GEMMs large even where an image has few output positions
+//! Several images per product keep the GEMMs large even where an image has few output positions
 //! (AlexNet's 7x7 and 13x13 layers). Chunking bounds the column matrix to [`COL_BUDGET`]
-//! elements: nothing batch-sized is allocated besides the output, the buffers stay small enough
-//! for the allocator to reuse instead of mapping fresh (page-faulting) memory on every call, and
-//! nothing is kept between the passes: the backward re-unfolds the input.
+//! elements: nothing batch-sized is allocated besides the output. One column matrix serves all
+//! chunks of a call and is zeroed once (its padding entries are never written); nothing is kept
+//! between the passes: the backward re-unfolds the input.
 //!
 //! The backward is two more custom ops, chunked the same way: [`Conv2dBackwardWeight`] over
-//! `(input, grad_output)` sums `grad_out (Cout, n) x col^T` over chunks; [`Conv2dBackwardInput`]
-//! over `(weight, grad_output)` computes `weight^T x grad_out` and folds it back (col2im) into
-//! the input gradient, summing overlapping windows. The input gradient is skipped when the input
-//! is not part of the graph (the first layer's data). The bias is added outside the op, so
-//! Candle's autograd differentiates it.
+//! `(input, grad_output)` accumulates `grad_out (Cout, n) x col^T` over chunks in place;
+//! [`Conv2dBackwardInput`] over `(weight, grad_output)` computes `weight^T x grad_out` (the
+//! transpose read in place) and folds it back (col2im) into the input gradient, summing
+//! overlapping windows. The input gradient is skipped when the input is not part of the graph
+//! (the first layer's data). The bias is added outside the op, so Candle's autograd
+//! differentiates it.
 //!
 //! Everything runs on the CPU for `f32` and `f64`; for other dtypes or a non-CPU device
 //! [`conv2d`] falls back to Candle's stock `Tensor::conv2d`.
 use candle_core::backend::BackendStorage;
-use candle_core::{
-    bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor,
-};
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::matmul::{matmul, Mat};
 use super::{contiguous_slice, in_f32_on_cpu, valid, Real};
 
 /// Most elements one chunk's column matrix may hold (8 MiB of `f32`): large enough for GEMMs
@@ -75,15 +76,6 @@ impl Dims {
     /// The same sizes for a chunk of `b` images.
     fn with_batch(&self, b: usize) -> Self {
         Self { b, ..*self }
-    }
-}
-
-/// Runs `f` on the elements of a contiguous CPU tensor.
-fn with_slice<T: Real, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => Ok(f(contiguous_slice::<T>(cpu, layout, "conv2d")?)),
-        _ => bail!("conv2d: expected a CPU tensor"),
     }
 }
 
@@ -185,13 +177,13 @@ impl Conv2d {
     }
 
     /// Unfolds `xs` (the chunk's `d.b` images) into the column matrix `(Cin * kh * kw, d.b *
-    /// Ho * Wo)`, in parallel over rows: a row is one `(channel, i, j)` covering every image, so
-    /// each task writes one contiguous stretch. Padding entries stay 0.
-    fn unfold<T: Real>(&self, xs: &[T], d: &Dims) -> Vec<T> {
+    /// Ho * Wo)` in `col`, in parallel over rows: a row is one `(channel, i, j)` covering every
+    /// image, so each task writes one contiguous stretch. Padding entries are not written: they
+    /// stay as [`ColBuffer`] zeroed them.
+    fn unfold<T: Real>(&self, xs: &[T], d: &Dims, col: &mut [T]) {
         let (s, p) = (self.stride, self.padding);
         let (plane, l) = (d.h * d.w, d.l());
         let (kk, n) = (self.kh * self.kw, d.b * l);
-        let mut col = vec![T::ZERO; d.c * kk * n];
         col.par_chunks_mut(n).enumerate().for_each(|(row, dst)| {
             let (ci, i, j) = (row / kk, (row / self.kw) % self.kh, row % self.kw);
             let (oh0, oh1) = valid(d.ho, d.h, i, s, p);
@@ -217,7 +209,6 @@ impl Conv2d {
                 }
             }
         });
-        col
     }
 
     /// The adjoint of [`Self::unfold`]: adds every column-matrix entry into the input position
@@ -242,8 +233,15 @@ impl Conv2d {
                     for oh in oh0..oh1 {
                         let src_row = &src[oh * d.wo + ow0..oh * d.wo + ow1];
                         let dst_row = &mut dst[(oh * s + i - p) * d.w..][..d.w];
-                        for (v, &g) in dst_row[w0..].iter_mut().step_by(s).zip(src_row) {
-                            *v += g;
+                        if s == 1 {
+                            // Unit stride: a plain slice sum, which the compiler vectorises.
+                            for (v, &g) in dst_row[w0..w0 + src_row.len()].iter_mut().zip(src_row) {
+                                *v += g;
+                            }
+                        } else {
+                            for (v, &g) in dst_row[w0..].iter_mut().step_by(s).zip(src_row) {
+                                *v += g;
+                            }
                         }
                     }
                 }
@@ -251,98 +249,150 @@ impl Conv2d {
         });
     }
 
-    /// The chunk's column matrix as a `(groups, kk, n)` tensor: group `g`'s input channels are
-    /// a contiguous block of rows, so the groups are a batch of independent matmuls.
-    fn col_tensor<T: Real>(&self, xs: &[T], d: &Dims) -> Result<Tensor> {
-        let col = self.unfold(xs, d);
-        Tensor::from_vec(col, (self.groups, self.kk(d), d.b * d.l()), &Device::Cpu)
-    }
-
-    fn fwd_typed<T: Real>(&self, xs: &[T], ws: &[T], d: &Dims) -> Result<Vec<T>> {
-        let (l, c_out) = (d.l(), d.c_out);
-        let wt = Tensor::from_slice(
-            ws,
-            (self.groups, c_out / self.groups, self.kk(d)),
-            &Device::Cpu,
-        )?;
-        let nb = self.chunk(d);
-        let mut ys = vec![T::ZERO; d.b * c_out * l];
-        let in_image = d.c * d.h * d.w;
-        for (k, y) in ys.chunks_mut(nb * c_out * l).enumerate() {
-            let dc = d.with_batch(y.len() / (c_out * l));
-            let x = &xs[k * nb * in_image..][..dc.b * in_image];
-            // (groups, Cout / groups, n), i.e. (Cout, n) with column bi * l + o for image bi.
-            let out = wt.matmul(&self.col_tensor(x, &dc)?)?;
-            let n = dc.b * l;
-            with_slice::<T, _>(&out, |o| {
-                y.par_chunks_mut(c_out * l)
-                    .enumerate()
-                    .for_each(|(bi, y_img)| {
-                        for (co, y_ch) in y_img.chunks_exact_mut(l).enumerate() {
-                            y_ch.copy_from_slice(&o[co * n + bi * l..][..l]);
-                        }
-                    })
-            })?;
+    /// Rearranges the chunk's output gradient `(b, Cout, Ho, Wo)` into `buf` as `(Cout, b * Ho *
+    /// Wo)`, the column matrix's layout, and returns it; a single image already has that layout
+    /// and is returned as is.
+    fn grad_matrix<'a, T: Real>(&self, grad: &'a [T], d: &Dims, buf: &'a mut Vec<T>) -> &'a [T] {
+        if d.b == 1 {
+            return grad;
         }
-        Ok(ys)
-    }
-
-    /// The chunk's output gradient `(b, Cout, Ho, Wo)` as a `(groups, Cout / groups, b * Ho *
-    /// Wo)` tensor, the layout the column matrix has.
-    fn grad_tensor<T: Real>(&self, grad: &[T], d: &Dims) -> Result<Tensor> {
         let (l, n) = (d.l(), d.b * d.l());
-        let mut gt = vec![T::ZERO; d.c_out * n];
-        gt.par_chunks_mut(n).enumerate().for_each(|(co, row)| {
+        buf.resize(d.c_out * n, T::ZERO);
+        buf.par_chunks_mut(n).enumerate().for_each(|(co, row)| {
             for (bi, dst) in row.chunks_exact_mut(l).enumerate() {
                 dst.copy_from_slice(&grad[(bi * d.c_out + co) * l..][..l]);
             }
         });
-        Tensor::from_vec(gt, (self.groups, d.c_out / self.groups, n), &Device::Cpu)
+        buf
+    }
+
+    /// Group `g`'s weight as a `(Cout / groups, kk)` matrix.
+    fn weight_matrix<'a, T: Real>(&self, ws: &'a [T], d: &Dims, g: usize) -> Result<Mat<'a, T>> {
+        let (cog, kk) = (d.c_out / self.groups, self.kk(d));
+        Mat::row_major(&ws[g * cog * kk..], cog, kk)
+    }
+
+    fn fwd_typed<T: Real>(&self, xs: &[T], ws: &[T], d: &Dims) -> Result<Vec<T>> {
+        let (l, c_out, kk) = (d.l(), d.c_out, self.kk(d));
+        let cog = c_out / self.groups;
+        let nb = self.chunk(d);
+        let mut ys = vec![T::ZERO; d.b * c_out * l];
+        let in_image = d.c * d.h * d.w;
+        let (mut cols, mut product) = (ColBuffer::default(), Vec::new());
+        for (k, y) in ys.chunks_mut(nb * c_out * l).enumerate() {
+            let dc = d.with_batch(y.len() / (c_out * l));
+            let n = dc.b * l;
+            let x = &xs[k * nb * in_image..][..dc.b * in_image];
+            let col = cols.unfold(self, x, &dc);
+            // `(Cout, n)`, column `bi * l + o` for image `bi`: for one image that is its output.
+            let out: &mut [T] = if dc.b == 1 {
+                y
+            } else {
+                product.resize(c_out * n, T::ZERO);
+                &mut product
+            };
+            for g in 0..self.groups {
+                let b = Mat::row_major(&col[g * kk * n..], kk, n)?;
+                matmul(
+                    self.weight_matrix(ws, d, g)?,
+                    b,
+                    &mut out[g * cog * n..],
+                    n,
+                    false,
+                )?;
+            }
+            if dc.b > 1 {
+                y.par_chunks_mut(c_out * l)
+                    .enumerate()
+                    .for_each(|(bi, y_img)| {
+                        for (co, y_ch) in y_img.chunks_exact_mut(l).enumerate() {
+                            y_ch.copy_from_slice(&product[co * n + bi * l..][..l]);
+                        }
+                    });
+            }
+        }
+        Ok(ys)
     }
 
     fn grad_input_typed<T: Real>(&self, ws: &[T], grad: &[T], d: &Dims) -> Result<Vec<T>> {
-        let (l, c_out) = (d.l(), d.c_out);
-        // weight^T per group, (groups, kk, Cout / groups), made contiguous once for all chunks.
-        let wt = Tensor::from_slice(
-            ws,
-            (self.groups, c_out / self.groups, self.kk(d)),
-            &Device::Cpu,
-        )?
-        .transpose(1, 2)?
-        .contiguous()?;
+        let (l, c_out, kk) = (d.l(), d.c_out, self.kk(d));
+        let cog = c_out / self.groups;
         let nb = self.chunk(d);
         let in_image = d.c * d.h * d.w;
         let mut dx = vec![T::ZERO; d.b * in_image];
+        let (mut gbuf, mut gcol) = (Vec::new(), Vec::new());
         for (k, dx_chunk) in dx.chunks_mut(nb * in_image).enumerate() {
             let dc = d.with_batch(dx_chunk.len() / in_image);
-            let g = &grad[k * nb * c_out * l..][..dc.b * c_out * l];
-            let gcol = wt.matmul(&self.grad_tensor(g, &dc)?)?;
-            with_slice::<T, _>(&gcol, |gc| self.fold(gc, &dc, dx_chunk))?;
+            let n = dc.b * l;
+            let gm = self.grad_matrix(
+                &grad[k * nb * c_out * l..][..dc.b * c_out * l],
+                &dc,
+                &mut gbuf,
+            );
+            // Every entry is overwritten by the products below.
+            gcol.resize(self.groups * kk * n, T::ZERO);
+            for g in 0..self.groups {
+                let wt = self.weight_matrix(ws, d, g)?.t();
+                let gg = Mat::row_major(&gm[g * cog * n..], cog, n)?;
+                matmul(wt, gg, &mut gcol[g * kk * n..], n, false)?;
+            }
+            self.fold(&gcol, &dc, dx_chunk);
         }
         Ok(dx)
     }
 
     fn grad_weight_typed<T: Real>(&self, xs: &[T], grad: &[T], d: &Dims) -> Result<Vec<T>> {
-        let (l, c_out) = (d.l(), d.c_out);
+        let (l, c_out, kk) = (d.l(), d.c_out, self.kk(d));
+        let cog = c_out / self.groups;
         let nb = self.chunk(d);
         let in_image = d.c * d.h * d.w;
-        let mut acc: Option<Tensor> = None;
+        let mut dw = vec![T::ZERO; c_out * kk];
+        let (mut cols, mut gbuf) = (ColBuffer::default(), Vec::new());
         for b0 in (0..d.b).step_by(nb) {
             let dc = d.with_batch(nb.min(d.b - b0));
-            let x = &xs[b0 * in_image..][..dc.b * in_image];
-            let g = &grad[b0 * c_out * l..][..dc.b * c_out * l];
-            let col = self.col_tensor(x, &dc)?;
-            // (groups, Cout / groups, n) x (groups, n, kk): the transposed view is read in place.
-            let part = self.grad_tensor(g, &dc)?.matmul(&col.transpose(1, 2)?)?;
-            acc = Some(match acc {
-                Some(a) => (a + part)?,
-                None => part,
-            });
+            let n = dc.b * l;
+            let col = cols.unfold(self, &xs[b0 * in_image..][..dc.b * in_image], &dc);
+            let gm = self.grad_matrix(&grad[b0 * c_out * l..][..dc.b * c_out * l], &dc, &mut gbuf);
+            // dW_g += grad_g (cog, n) x col_g^T (n, kk), summed over chunks in place.
+            for g in 0..self.groups {
+                let gg = Mat::row_major(&gm[g * cog * n..], cog, n)?;
+                let ct = Mat::row_major(&col[g * kk * n..], kk, n)?.t();
+                matmul(gg, ct, &mut dw[g * cog * kk..], kk, true)?;
+            }
         }
-        match acc {
-            Some(a) => a.flatten_all()?.to_vec1::<T>(),
-            None => Ok(vec![T::ZERO; c_out * self.kk(d)]),
+        Ok(dw)
+    }
+}
+
+/// A column matrix kept across the chunks of one call. It is zeroed only when its width
+/// changes (the last, smaller chunk): [`Conv2d::unfold`] writes the same entries for every chunk
+/// of a width, so the padding entries it skips stay zero.
+struct ColBuffer<T> {
+    buf: Vec<T>,
+    width: usize,
+}
+
+impl<T> Default for ColBuffer<T> {
+    fn default() -> Self {
+        Self {
+            buf: Vec::new(),
+            width: 0,
         }
+    }
+}
+
+impl<T: Real> ColBuffer<T> {
+    /// The column matrix of the chunk `xs` (`d.b` images).
+    fn unfold(&mut self, conv: &Conv2d, xs: &[T], d: &Dims) -> &[T] {
+        let n = d.b * d.l();
+        let len = d.c * conv.kh * conv.kw * n;
+        if self.width != n || self.buf.len() != len {
+            self.buf.clear();
+            self.buf.resize(len, T::ZERO);
+            self.width = n;
+        }
+        conv.unfold(xs, d, &mut self.buf);
+        &self.buf
     }
 }
 

@@ -44,6 +44,7 @@ mod conv_tests;
 mod cuda;
 mod few_rows;
 mod lrn;
+mod matmul;
 mod max_pool;
 #[cfg(test)]
 mod tests;
@@ -91,6 +92,7 @@ pub(crate) fn valid(
 /// The float element types the CPU kernels support (`f32`, `f64`).
 pub(crate) trait Real: WithDType + std::ops::Neg<Output = Self> {
     const ZERO: Self;
+    const ONE: Self;
     const NEG_INF: Self;
     fn is_nan(self) -> bool;
     fn powf(self, e: Self) -> Self;
@@ -104,6 +106,7 @@ macro_rules! real {
     ($t:ty) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
             const NEG_INF: Self = <$t>::NEG_INFINITY;
             #[inline]
             fn is_nan(self) -> bool {
