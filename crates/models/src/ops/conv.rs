@@ -272,11 +272,63 @@ impl Conv2d {
         Mat::row_major(&ws[g * cog * kk..], cog, kk)
     }
 
+    /// How the batch is shared between rayon's threads: with at least one image per thread,
+    /// one contiguous run of images per thread, each worked through with single-threaded
+    /// products (independent GEMMs keep both cores busier than one GEMM split between them,
+    /// which synchronises at every block); otherwise one run with multi-threaded products.
+    /// Returns the runs' image ranges and whether their products may use all threads.
+    fn parts(&self, d: &Dims) -> (Vec<(usize, usize)>, bool) {
+        let threads = rayon::current_num_threads();
+        if threads < 2 || d.b < threads {
+            return (vec![(0, d.b)], true);
+        }
+        let runs = (0..threads)
+            .map(|t| (t * d.b / threads, (t + 1) * d.b / threads))
+            .collect();
+        (runs, false)
+    }
+
+    /// Splits `buf` (`per_image` elements for each image of the batch) at the runs' bounds.
+    fn split_runs<'a, T>(
+        runs: &[(usize, usize)],
+        buf: &'a mut [T],
+        per_image: usize,
+    ) -> Vec<((usize, usize), &'a mut [T])> {
+        let mut rest = buf;
+        let mut pieces = Vec::with_capacity(runs.len());
+        for &(lo, hi) in runs {
+            let (piece, tail) = std::mem::take(&mut rest).split_at_mut((hi - lo) * per_image);
+            pieces.push(((lo, hi), piece));
+            rest = tail;
+        }
+        pieces
+    }
+
     fn fwd_typed<T: Real>(&self, xs: &[T], ws: &[T], d: &Dims) -> Result<Vec<T>> {
+        let (out_image, in_image) = (d.c_out * d.l(), d.c * d.h * d.w);
+        let mut ys = vec![T::ZERO; d.b * out_image];
+        let (runs, parallel) = self.parts(d);
+        Self::split_runs(&runs, &mut ys, out_image)
+            .into_par_iter()
+            .try_for_each(|((lo, hi), y)| {
+                let x = &xs[lo * in_image..hi * in_image];
+                self.fwd_run(x, ws, &d.with_batch(hi - lo), y, parallel)
+            })?;
+        Ok(ys)
+    }
+
+    /// The forward pass of a run of `d.b` images `xs` into their outputs `ys`, chunk by chunk.
+    fn fwd_run<T: Real>(
+        &self,
+        xs: &[T],
+        ws: &[T],
+        d: &Dims,
+        ys: &mut [T],
+        parallel: bool,
+    ) -> Result<()> {
         let (l, c_out, kk) = (d.l(), d.c_out, self.kk(d));
         let cog = c_out / self.groups;
         let nb = self.chunk(d);
-        let mut ys = vec![T::ZERO; d.b * c_out * l];
         let in_image = d.c * d.h * d.w;
         let (mut cols, mut product) = (ColBuffer::default(), Vec::new());
         for (k, y) in ys.chunks_mut(nb * c_out * l).enumerate() {
@@ -292,14 +344,9 @@ impl Conv2d {
                 &mut product
             };
             for g in 0..self.groups {
+                let w = self.weight_matrix(ws, d, g)?;
                 let b = Mat::row_major(&col[g * kk * n..], kk, n)?;
-                matmul(
-                    self.weight_matrix(ws, d, g)?,
-                    b,
-                    &mut out[g * cog * n..],
-                    n,
-                    false,
-                )?;
+                matmul(w, b, &mut out[g * cog * n..], n, false, parallel)?;
             }
             if dc.b > 1 {
                 y.par_chunks_mut(c_out * l)
@@ -311,37 +358,81 @@ impl Conv2d {
                     });
             }
         }
-        Ok(ys)
+        Ok(())
     }
 
     fn grad_input_typed<T: Real>(&self, ws: &[T], grad: &[T], d: &Dims) -> Result<Vec<T>> {
+        let (out_image, in_image) = (d.c_out * d.l(), d.c * d.h * d.w);
+        let mut dx = vec![T::ZERO; d.b * in_image];
+        let (runs, parallel) = self.parts(d);
+        Self::split_runs(&runs, &mut dx, in_image)
+            .into_par_iter()
+            .try_for_each(|((lo, hi), dx)| {
+                let g = &grad[lo * out_image..hi * out_image];
+                self.grad_input_run(ws, g, &d.with_batch(hi - lo), dx, parallel)
+            })?;
+        Ok(dx)
+    }
+
+    /// The input gradient `dx` (zeroed) of a run of `d.b` images from their output gradient.
+    fn grad_input_run<T: Real>(
+        &self,
+        ws: &[T],
+        grad: &[T],
+        d: &Dims,
+        dx: &mut [T],
+        parallel: bool,
+    ) -> Result<()> {
         let (l, c_out, kk) = (d.l(), d.c_out, self.kk(d));
         let cog = c_out / self.groups;
         let nb = self.chunk(d);
         let in_image = d.c * d.h * d.w;
-        let mut dx = vec![T::ZERO; d.b * in_image];
         let (mut gbuf, mut gcol) = (Vec::new(), Vec::new());
         for (k, dx_chunk) in dx.chunks_mut(nb * in_image).enumerate() {
             let dc = d.with_batch(dx_chunk.len() / in_image);
             let n = dc.b * l;
-            let gm = self.grad_matrix(
-                &grad[k * nb * c_out * l..][..dc.b * c_out * l],
-                &dc,
-                &mut gbuf,
-            );
+            let g = &grad[k * nb * c_out * l..][..dc.b * c_out * l];
+            let gm = self.grad_matrix(g, &dc, &mut gbuf);
             // Every entry is overwritten by the products below.
             gcol.resize(self.groups * kk * n, T::ZERO);
             for g in 0..self.groups {
                 let wt = self.weight_matrix(ws, d, g)?.t();
                 let gg = Mat::row_major(&gm[g * cog * n..], cog, n)?;
-                matmul(wt, gg, &mut gcol[g * kk * n..], n, false)?;
+                matmul(wt, gg, &mut gcol[g * kk * n..], n, false, parallel)?;
             }
             self.fold(&gcol, &dc, dx_chunk);
         }
-        Ok(dx)
+        Ok(())
     }
 
     fn grad_weight_typed<T: Real>(&self, xs: &[T], grad: &[T], d: &Dims) -> Result<Vec<T>> {
+        let (out_image, in_image) = (d.c_out * d.l(), d.c * d.h * d.w);
+        let (runs, parallel) = self.parts(d);
+        // One partial gradient per run, summed at the end (a few hundred thousand elements).
+        let partials = runs
+            .into_par_iter()
+            .map(|(lo, hi)| {
+                let x = &xs[lo * in_image..hi * in_image];
+                let g = &grad[lo * out_image..hi * out_image];
+                self.grad_weight_run(x, g, &d.with_batch(hi - lo), parallel)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut parts = partials.into_iter();
+        let mut dw = parts.next().unwrap_or_default();
+        for part in parts {
+            dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
+        Ok(dw)
+    }
+
+    /// The weight gradient contributed by a run of `d.b` images.
+    fn grad_weight_run<T: Real>(
+        &self,
+        xs: &[T],
+        grad: &[T],
+        d: &Dims,
+        parallel: bool,
+    ) -> Result<Vec<T>> {
         let (l, c_out, kk) = (d.l(), d.c_out, self.kk(d));
         let cog = c_out / self.groups;
         let nb = self.chunk(d);
@@ -352,12 +443,13 @@ impl Conv2d {
             let dc = d.with_batch(nb.min(d.b - b0));
             let n = dc.b * l;
             let col = cols.unfold(self, &xs[b0 * in_image..][..dc.b * in_image], &dc);
-            let gm = self.grad_matrix(&grad[b0 * c_out * l..][..dc.b * c_out * l], &dc, &mut gbuf);
+            let g = &grad[b0 * c_out * l..][..dc.b * c_out * l];
+            let gm = self.grad_matrix(g, &dc, &mut gbuf);
             // dW_g += grad_g (cog, n) x col_g^T (n, kk), summed over chunks in place.
             for g in 0..self.groups {
                 let gg = Mat::row_major(&gm[g * cog * n..], cog, n)?;
                 let ct = Mat::row_major(&col[g * kk * n..], kk, n)?.t();
-                matmul(gg, ct, &mut dw[g * cog * kk..], kk, true)?;
+                matmul(gg, ct, &mut dw[g * cog * kk..], kk, true, parallel)?;
             }
         }
         Ok(dw)

@@ -317,25 +317,48 @@ fn bad_arguments_are_errors() -> Result<()> {
 /// Chunking the batch (one image per chunk, and 2 + 2 + 1 images) changes nothing.
 #[test]
 fn chunked_batch_matches_stock() -> Result<()> {
-    let dt = DType::F64;
     let c = case(5, 4, (9, 9), 6, (3, 3), 2, 1, 2);
     let per_image = c.c_in * c.kh * c.kw * 5 * 5;
-    let stock = run(&c, dt, false)?;
     for budget in [1, 2 * per_image + 1] {
-        let x = Var::from_tensor(&uniform(&[c.b, c.c_in, c.h, c.w], 1, dt)?)?;
-        let w = Var::from_tensor(&uniform(&[c.c_out, c.c_in / c.groups, c.kh, c.kw], 2, dt)?)?;
-        let op = Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?.with_col_budget(budget);
-        let y = x.as_tensor().apply_op2(w.as_tensor(), op)?;
-        let r = uniform(y.dims(), 4, dt)?;
-        let grads = (&y * &r)?.sum_all()?.backward()?;
-        let bias = uniform(&[c.c_out], 3, dt)?.reshape((1, c.c_out, 1, 1))?;
-        assert!(rel_err(&y.broadcast_add(&bias)?, &stock[0])? <= 1e-12);
-        for (v, s) in [(&x, &stock[1]), (&w, &stock[2])] {
-            let Some(g) = grads.get(v.as_tensor()) else {
-                panic!("no gradient")
-            };
-            assert!(rel_err(g, s)? <= 1e-12, "budget {budget}");
-        }
+        chunked_matches_stock(&c, budget)?;
+    }
+    Ok(())
+}
+
+/// The batch split between 1, 2 or 3 threads (runs of 5, 3 + 2 and 2 + 1 + 2 images), each
+/// run in chunks of 2 images, gives the same outputs and gradients.
+#[test]
+fn batch_split_between_threads_matches_stock() -> Result<()> {
+    let c = case(5, 4, (9, 9), 6, (3, 3), 2, 1, 2);
+    let per_image = c.c_in * c.kh * c.kw * 5 * 5;
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
+        pool.install(|| chunked_matches_stock(&c, 2 * per_image + 1))?;
+    }
+    Ok(())
+}
+
+/// [`Conv2d`] with a column budget of `budget` elements against Candle's stock convolution, in
+/// the output and both gradients (f64).
+fn chunked_matches_stock(c: &Case, budget: usize) -> Result<()> {
+    let dt = DType::F64;
+    let stock = run(c, dt, false)?;
+    let x = Var::from_tensor(&uniform(&[c.b, c.c_in, c.h, c.w], 1, dt)?)?;
+    let w = Var::from_tensor(&uniform(&[c.c_out, c.c_in / c.groups, c.kh, c.kw], 2, dt)?)?;
+    let op = Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?.with_col_budget(budget);
+    let y = x.as_tensor().apply_op2(w.as_tensor(), op)?;
+    let r = uniform(y.dims(), 4, dt)?;
+    let grads = (&y * &r)?.sum_all()?.backward()?;
+    let bias = uniform(&[c.c_out], 3, dt)?.reshape((1, c.c_out, 1, 1))?;
+    assert!(rel_err(&y.broadcast_add(&bias)?, &stock[0])? <= 1e-12);
+    for (v, s) in [(&x, &stock[1]), (&w, &stock[2])] {
+        let Some(g) = grads.get(v.as_tensor()) else {
+            panic!("no gradient")
+        };
+        assert!(rel_err(g, s)? <= 1e-12, "budget {budget}");
     }
     Ok(())
 }

@@ -75,14 +75,15 @@ impl<'a, T> Mat<'a, T> {
 }
 
 /// `C = A x B`, or `C += A x B` with `accumulate`, where `C` is the row-major `(A.rows, B.cols)`
-/// matrix with row stride `c_rs` (at least `B.cols`) at the start of `c`. Multi-threaded on
-/// rayon's pool when the product is large.
+/// matrix with row stride `c_rs` (at least `B.cols`) at the start of `c`. With `parallel`, a
+/// large product is split between rayon's threads; without, it runs on the calling thread.
 pub(crate) fn matmul<T: Real>(
     a: Mat<'_, T>,
     b: Mat<'_, T>,
     c: &mut [T],
     c_rs: usize,
     accumulate: bool,
+    parallel: bool,
 ) -> Result<()> {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     if b.rows != k {
@@ -106,7 +107,7 @@ pub(crate) fn matmul<T: Real>(
         return Ok(());
     }
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN {
+    let parallelism = if parallel && threads > 1 && m * n * k >= PARALLEL_MIN {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
@@ -193,9 +194,11 @@ mod tests {
                 // columns show.
                 let c_rs = n + 3;
                 let start = values(m * c_rs, 3);
-                for accumulate in [false, true] {
+                for (accumulate, parallel) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
                     let mut c = start.clone();
-                    matmul(a, b, &mut c, c_rs, accumulate)?;
+                    matmul(a, b, &mut c, c_rs, accumulate, parallel)?;
                     for i in 0..m {
                         for j in 0..c_rs {
                             let (got, before) = (c[i * c_rs + j], start[i * c_rs + j]);
@@ -207,8 +210,8 @@ mod tests {
                             let tol = 1e-5 * (k as f64).sqrt().max(1.0) * (1.0 + expect.abs());
                             assert!(
                                 (f64::from(got) - expect).abs() <= tol,
-                                "{m}x{n}x{k} ta={ta} tb={tb} acc={accumulate}: C[{i},{j}] = \
-                                 {got}, want {expect}"
+                                "{m}x{n}x{k} ta={ta} tb={tb} acc={accumulate} par={parallel}: \
+                                 C[{i},{j}] = {got}, want {expect}"
                             );
                         }
                     }
@@ -224,10 +227,10 @@ mod tests {
         assert!(Mat::new(&d, 4, 4, 4, 1).is_err());
         let a = Mat::row_major(&d, 3, 4)?;
         let mut c = vec![0.0; 16];
-        assert!(matmul(a, a, &mut c, 4, false).is_err());
+        assert!(matmul(a, a, &mut c, 4, false, true).is_err());
         let b = Mat::row_major(&d, 4, 3)?;
-        assert!(matmul(a, b, &mut c[..8], 3, false).is_err());
-        assert!(matmul(a, b, &mut c, 2, false).is_err());
-        matmul(a, b, &mut c, 3, false)
+        assert!(matmul(a, b, &mut c[..8], 3, false, true).is_err());
+        assert!(matmul(a, b, &mut c, 2, false, true).is_err());
+        matmul(a, b, &mut c, 3, false, true)
     }
 }
