@@ -121,7 +121,7 @@ impl SpatialAttn {
         if c == 0 {
             candle_core::bail!("spatial attention on a 0-channel input {:?}", xs.shape())
         }
-        let desc = Tensor::cat(&[xs.mean_keepdim(1)?, xs.max_keepdim(1)?], 1)?;
+        let desc = crate::ops::channel_mean_max(xs)?;
         let logits = match &self.fusion {
             None => self.conv.forward_t(&desc, train)?,
             Some(ms) => ms.logits(&desc, &self.conv, train)?,

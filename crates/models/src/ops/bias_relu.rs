@@ -154,22 +154,7 @@ impl CustomOp1 for ChannelSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (c, plane) = channels_and_plane(l.shape(), "channel_sum")?;
-        let out = match s {
-            CpuStorage::F32(_) => f32::to_storage(channel_sum_typed(
-                contiguous_slice::<f32>(s, l, "channel_sum")?,
-                c,
-                plane,
-            )),
-            CpuStorage::F64(_) => f64::to_storage(channel_sum_typed(
-                contiguous_slice::<f64>(s, l, "channel_sum")?,
-                c,
-                plane,
-            )),
-            other => bail!(
-                "channel_sum: unsupported dtype {:?} (f32 or f64)",
-                other.dtype()
-            ),
-        };
+        let out = dispatch1!("channel_sum", s, l, |xs| channel_sum_typed(xs, c, plane));
         Ok((out, Shape::from(c)))
     }
 }

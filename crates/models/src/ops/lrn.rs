@@ -172,15 +172,7 @@ impl CustomOp1 for Lrn {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = layout.shape().dims4()?;
         let d = Dims { c, hw: h * w };
-        let out = match storage {
-            CpuStorage::F32(_) => {
-                f32::to_storage(self.fwd_typed(contiguous_slice::<f32>(storage, layout, "lrn")?, d))
-            }
-            CpuStorage::F64(_) => {
-                f64::to_storage(self.fwd_typed(contiguous_slice::<f64>(storage, layout, "lrn")?, d))
-            }
-            other => bail!("lrn: unsupported dtype {:?} (f32 or f64)", other.dtype()),
-        };
+        let out = dispatch1!("lrn", storage, layout, |xs| self.fwd_typed(xs, d));
         Ok((out, layout.shape().clone()))
     }
 

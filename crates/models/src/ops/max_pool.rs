@@ -190,20 +190,8 @@ impl CustomOp1 for MaxPool2d {
         let (b, c, h, w) = layout.shape().dims4()?;
         let p = self.plane(h, w)?;
         let shape = Shape::from((b, c, p.ho, p.wo));
-        let out = match storage {
-            CpuStorage::F32(_) => {
-                let xs = contiguous_slice::<f32>(storage, layout, "max_pool2d")?;
-                f32::to_storage(self.fwd_typed(xs, b, c, &p))
-            }
-            CpuStorage::F64(_) => {
-                let xs = contiguous_slice::<f64>(storage, layout, "max_pool2d")?;
-                f64::to_storage(self.fwd_typed(xs, b, c, &p))
-            }
-            other => bail!(
-                "max_pool2d: unsupported dtype {:?} (f32 or f64)",
-                other.dtype()
-            ),
-        };
+        let out = dispatch1!("max_pool2d", storage, layout, |xs| self
+            .fwd_typed(xs, b, c, &p));
         Ok((out, shape))
     }
 

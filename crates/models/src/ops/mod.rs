@@ -36,6 +36,28 @@ macro_rules! dispatch2 {
     };
 }
 
+/// Dispatches a typed kernel over one CPU storage of a float dtype: `$a` is its contiguous
+/// slice, `$body` returns the output `Vec`.
+macro_rules! dispatch1 {
+    ($op:expr, $s:expr, $l:expr, |$a:ident| $body:expr) => {
+        match $s {
+            CpuStorage::F32(_) => {
+                let $a = contiguous_slice::<f32>($s, $l, $op)?;
+                f32::to_storage($body)
+            }
+            CpuStorage::F64(_) => {
+                let $a = contiguous_slice::<f64>($s, $l, $op)?;
+                f64::to_storage($body)
+            }
+            other => bail!(
+                "{}: unsupported dtype {:?} (f32 or f64)",
+                $op,
+                other.dtype()
+            ),
+        }
+    };
+}
+
 mod bias_relu;
 mod conv;
 #[cfg(test)]
@@ -46,6 +68,7 @@ mod few_rows;
 mod lrn;
 mod matmul;
 mod max_pool;
+mod mean_max;
 #[cfg(test)]
 mod tests;
 
@@ -54,6 +77,9 @@ pub use conv::{conv2d, Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, COL_BU
 pub use few_rows::{linear, MatMulWt, FEW_ROWS};
 pub use lrn::{lrn, lrn_slow, Lrn, LrnBackward};
 pub use max_pool::{max_pool2d, max_pool2d_slow, MaxPool2d, MaxPool2dBackward};
+pub use mean_max::{
+    channel_mean_max, channel_mean_max_slow, ChannelMeanMax, ChannelMeanMaxBackward,
+};
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
