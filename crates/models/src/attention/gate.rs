@@ -20,9 +20,9 @@ use crate::ops::conv2d;
 /// `(B, 1, H, W)` for spatial gates) -> `(B, C, H, W)`.
 pub fn apply_gate(xs: &Tensor, gate: &Tensor, s: f64) -> Result<Tensor> {
     if s == 1.0 {
-        xs.broadcast_mul(gate)
+        crate::ops::gate_mul(xs, gate)
     } else {
-        xs.broadcast_mul(&gate.affine(s, 1.0 - s)?)
+        crate::ops::gate_mul(xs, &gate.affine(s, 1.0 - s)?)
     }
 }
 

@@ -65,6 +65,7 @@ mod conv_tests;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod few_rows;
+mod gate_mul;
 mod lrn;
 mod matmul;
 mod max_pool;
@@ -75,6 +76,7 @@ mod tests;
 pub use bias_relu::{bias_relu, bias_relu_slow, BiasRelu, ChannelSum, ReluMask};
 pub use conv::{conv2d, Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, COL_BUDGET};
 pub use few_rows::{linear, MatMulWt, FEW_ROWS};
+pub use gate_mul::{gate_mul, GateGrad, GateMul};
 pub use lrn::{lrn, lrn_slow, Lrn, LrnBackward};
 pub use max_pool::{max_pool2d, max_pool2d_slow, MaxPool2d, MaxPool2dBackward};
 pub use mean_max::{

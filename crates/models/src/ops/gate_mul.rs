@@ -1,0 +1,265 @@
+//! An attention gate applied to a feature map, `xs * gate`, with the gate broadcast over space
+//! (a channel gate `(B, C, 1, 1)`) or over channels (a spatial gate `(B, 1, H, W)`).
+//!
+//! As stock Candle 0.11 ops the gate's gradient is a full-size product `grad * xs` followed by a
+//! reduction over the broadcast axes, which for a spatial gate is a strided reduction over the
+//! channel axis. Here the forward pass is the custom op [`GateMul`]; its backward uses
+//! [`GateMul`] again for the input gradient (`grad * gate`) and [`GateGrad`] over `(xs, grad)`
+//! for the gate gradient, one pass with no temporary. CPU kernels for `f32` and `f64`, rayon
+//! over images; elsewhere [`gate_mul`] uses the stock `broadcast_mul`.
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{contiguous_slice, in_f32_on_cpu, Real};
+
+/// `xs (B, C, H, W) * gate`, `gate` `(B, C, 1, 1)` or `(B, 1, H, W)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateMul;
+
+/// The gradient of [`GateMul`] with respect to the gate, over `(xs, grad_output)` (both `(B, C,
+/// H, W)`), returning the gate's shape: the sums of `xs * grad` over the broadcast axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateGrad {
+    /// `true` for a spatial gate `(B, 1, H, W)`, `false` for a channel gate `(B, C, 1, 1)`.
+    pub spatial: bool,
+}
+
+/// Which axes a gate of shape `gate` broadcasts over for a map of shape `xs`: `Some(true)` for
+/// a spatial gate, `Some(false)` for a channel gate, `None` when it is neither.
+fn gate_kind(xs: &Shape, gate: &Shape) -> Option<bool> {
+    match (xs.dims(), gate.dims()) {
+        ([b, c, h, w], [gb, gc, gh, gw]) if b == gb => {
+            if gc == c && (*gh, *gw) == (1, 1) {
+                Some(false)
+            } else if *gc == 1 && (gh, gw) == (h, w) {
+                Some(true)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn gate_mul_typed<T: Real>(xs: &[T], gate: &[T], spatial: bool, c: usize, plane: usize) -> Vec<T> {
+    let mut out = vec![T::ZERO; xs.len()];
+    out.par_chunks_mut(c * plane)
+        .zip(xs.par_chunks(c * plane))
+        .enumerate()
+        .for_each(|(b, (o, x))| {
+            for (ch, (o_ch, x_ch)) in o
+                .chunks_exact_mut(plane)
+                .zip(x.chunks_exact(plane))
+                .enumerate()
+            {
+                if spatial {
+                    let g = &gate[b * plane..][..plane];
+                    for ((o, &x), &g) in o_ch.iter_mut().zip(x_ch).zip(g) {
+                        *o = x * g;
+                    }
+                } else {
+                    let g = gate[b * c + ch];
+                    for (o, &x) in o_ch.iter_mut().zip(x_ch) {
+                        *o = x * g;
+                    }
+                }
+            }
+        });
+    out
+}
+
+fn gate_grad_typed<T: Real>(xs: &[T], grad: &[T], spatial: bool, c: usize, plane: usize) -> Vec<T> {
+    let per_image = if spatial { plane } else { c };
+    let mut dg = vec![T::ZERO; xs.len() / (c * plane) * per_image];
+    dg.par_chunks_mut(per_image)
+        .zip(xs.par_chunks(c * plane).zip(grad.par_chunks(c * plane)))
+        .for_each(|(d, (x, g))| {
+            for (ch, (x_ch, g_ch)) in x.chunks_exact(plane).zip(g.chunks_exact(plane)).enumerate() {
+                if spatial {
+                    for ((d, &x), &g) in d.iter_mut().zip(x_ch).zip(g_ch) {
+                        *d += x * g;
+                    }
+                } else {
+                    d[ch] = x_ch
+                        .iter()
+                        .zip(g_ch)
+                        .fold(T::ZERO, |acc, (&x, &g)| acc + x * g);
+                }
+            }
+        });
+    dg
+}
+
+impl CustomOp2 for GateMul {
+    fn name(&self) -> &'static str {
+        "zoo-gate-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let Some(spatial) = gate_kind(l1.shape(), l2.shape()) else {
+            bail!(
+                "gate: {:?} is neither a channel gate (B, C, 1, 1) nor a spatial gate (B, 1, H, W) \
+                 for a map {:?}",
+                l2.shape(),
+                l1.shape()
+            )
+        };
+        let (_, c, h, w) = l1.shape().dims4()?;
+        let out = dispatch2!("gate", s1, l1, s2, l2, |xs, g| gate_mul_typed(
+            xs,
+            g,
+            spatial,
+            c,
+            h * w
+        ));
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        gate: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let Some(spatial) = gate_kind(xs.shape(), gate.shape()) else {
+            bail!(
+                "gate backward: shapes {:?} and {:?}",
+                xs.shape(),
+                gate.shape()
+            )
+        };
+        let grad = grad.contiguous()?;
+        let dx = grad.apply_op2_no_bwd(gate, &GateMul)?;
+        let dgate = xs.apply_op2_no_bwd(&grad, &GateGrad { spatial })?;
+        Ok((Some(dx), Some(dgate)))
+    }
+}
+
+impl CustomOp2 for GateGrad {
+    fn name(&self) -> &'static str {
+        "zoo-gate-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            bail!(
+                "gate gradient: map {:?} and grad {:?} differ",
+                l1.shape(),
+                l2.shape()
+            )
+        }
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let spatial = self.spatial;
+        let out = dispatch2!("gate gradient", s1, l1, s2, l2, |xs, g| gate_grad_typed(
+            xs,
+            g,
+            spatial,
+            c,
+            h * w
+        ));
+        let shape = if spatial {
+            Shape::from((b, 1, h, w))
+        } else {
+            Shape::from((b, c, 1, 1))
+        };
+        Ok((out, shape))
+    }
+}
+
+/// `xs (B, C, H, W) * gate` for a channel gate `(B, C, 1, 1)` or a spatial gate `(B, 1, H, W)`,
+/// differentiable in both. On the CPU for `f32`/`f64` the fused op (half precision in `f32`);
+/// elsewhere, or for any other gate shape, Candle's `broadcast_mul`.
+pub fn gate_mul(xs: &Tensor, gate: &Tensor) -> Result<Tensor> {
+    let fused = xs.device().is_cpu()
+        && xs.dtype() == gate.dtype()
+        && gate_kind(xs.shape(), gate.shape()).is_some();
+    if !fused {
+        return xs.broadcast_mul(gate);
+    }
+    in_f32_on_cpu(xs, |xs| {
+        if matches!(xs.dtype(), DType::F32 | DType::F64) {
+            let gate = gate.to_dtype(xs.dtype())?.contiguous()?;
+            xs.contiguous()?.apply_op2(&gate, GateMul)
+        } else {
+            xs.broadcast_mul(gate)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::tests::{max_abs_diff, wave};
+    use candle_core::{Device, Var};
+
+    /// Output and both gradients of `op(xs, gate)` under a fixed output gradient.
+    fn run(
+        op: fn(&Tensor, &Tensor) -> Result<Tensor>,
+        xs: &Tensor,
+        gate: &Tensor,
+    ) -> Result<[Tensor; 3]> {
+        let (xv, gv) = (Var::from_tensor(xs)?, Var::from_tensor(gate)?);
+        let y = op(xv.as_tensor(), gv.as_tensor())?;
+        let r = wave(y.dims(), 1.3, xs.dtype())?;
+        let grads = (&y * &r)?.sum_all()?.backward()?;
+        let (Some(dx), Some(dg)) = (grads.get(xv.as_tensor()), grads.get(gv.as_tensor())) else {
+            bail!("missing gradient")
+        };
+        Ok([y, dx.clone(), dg.clone()])
+    }
+
+    #[test]
+    fn matches_broadcast_mul_for_channel_and_spatial_gates() -> Result<()> {
+        for dtype in [DType::F32, DType::F64] {
+            for (xs, gate) in [
+                ([2, 3, 4, 5], [2, 3, 1, 1]),
+                ([2, 3, 4, 5], [2, 1, 4, 5]),
+                ([1, 1, 1, 1], [1, 1, 1, 1]),
+                ([3, 16, 7, 7], [3, 1, 7, 7]),
+            ] {
+                let x = wave(&xs, 0.2, dtype)?;
+                let g = wave(&gate, 0.9, dtype)?;
+                let fast = run(gate_mul, &x, &g)?;
+                let slow = run(|x, g| x.broadcast_mul(g), &x, &g)?;
+                let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+                for (what, (f, s)) in ["output", "input grad", "gate grad"]
+                    .iter()
+                    .zip(fast.iter().zip(&slow))
+                {
+                    assert_eq!(f.dims(), s.dims(), "{what}");
+                    assert!(
+                        max_abs_diff(f, s)? <= tol,
+                        "{xs:?} x {gate:?} {dtype:?}: {what}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn other_gate_shapes_fall_back_or_fail_clearly() -> Result<()> {
+        let x = Tensor::ones((2, 3, 4, 5), DType::F32, &Device::Cpu)?;
+        // A per-channel-and-row gate is neither kind: the stock broadcast handles it.
+        let g = Tensor::ones((2, 3, 4, 1), DType::F32, &Device::Cpu)?;
+        assert_eq!(gate_mul(&x, &g)?.dims(), &[2, 3, 4, 5]);
+        // The op itself names the shapes it accepts.
+        let err = x.apply_op2(&g, GateMul).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("neither a channel gate")));
+        Ok(())
+    }
+}
