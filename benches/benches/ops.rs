@@ -1,11 +1,12 @@
 //! zoo's AlexNet ops on the CPU at AlexNet's shapes: the fast custom ops (forward, and forward
-//! plus backward) against their stock-op `*_slow` references, and the few-rows linear layer
-//! against Candle's matmul.
+//! plus backward) against their stock-op `*_slow` references, the few-rows linear layer against
+//! Candle's matmul, and the attention descriptor and gate against the stock ops they replace.
 use candle_core::{Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use zoo_models::ops::{
-    bias_relu, bias_relu_slow, linear, lrn, lrn_slow, max_pool2d, max_pool2d_slow, FEW_ROWS,
+    bias_relu, bias_relu_slow, channel_mean_max, channel_mean_max_slow, gate_mul, linear, lrn,
+    lrn_slow, max_pool2d, max_pool2d_slow, FEW_ROWS,
 };
 
 /// Batch size of every benchmark input.
@@ -20,6 +21,9 @@ const LRN_BETA: f64 = 0.75;
 const LRN_K: f64 = 2.0;
 /// AlexNet's convolution outputs `(C, H, W)`, where bias and ReLU follow each convolution.
 const BIAS_RELU_SHAPES: [(usize, usize, usize); 3] = [(64, 55, 55), (192, 27, 27), (256, 13, 13)];
+
+/// alexnet-cifar's attention sites `(C, H, W)`: after conv2 and after conv3-5.
+const ATTENTION_SHAPES: [(usize, usize, usize); 2] = [(192, 15, 15), (256, 7, 7)];
 
 fn input(c: usize, h: usize, w: usize) -> Result<Tensor> {
     Tensor::randn(0f32, 1f32, (BATCH, c, h, w), &Device::Cpu)
@@ -135,11 +139,57 @@ fn bench_linear(cr: &mut Criterion) -> Result<()> {
     Ok(())
 }
 
+/// The spatial-attention descriptor and the channel and spatial gates, forward plus backward.
+fn bench_attention_ops(cr: &mut Criterion) -> Result<()> {
+    let mut group = cr.benchmark_group("attention_ops");
+    group.sample_size(10);
+    for (c, h, w) in ATTENTION_SHAPES {
+        let x = input(c, h, w)?;
+        let var = Var::from_tensor(&x)?;
+        let id = format!("{BATCH}x{c}x{h}x{w}");
+        fwd_bwd(&var, channel_mean_max)?;
+        group.bench_with_input(BenchmarkId::new("mean_max_fwd_bwd", &id), &var, |b, v| {
+            b.iter(|| black_box(fwd_bwd(v, channel_mean_max)))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("mean_max_slow_fwd_bwd", &id),
+            &var,
+            |b, v| b.iter(|| black_box(fwd_bwd(v, channel_mean_max_slow))),
+        );
+        for (kind, gate) in [
+            (
+                "channel",
+                Tensor::rand(0f32, 1f32, (BATCH, c, 1, 1), &Device::Cpu)?,
+            ),
+            (
+                "spatial",
+                Tensor::rand(0f32, 1f32, (BATCH, 1, h, w), &Device::Cpu)?,
+            ),
+        ] {
+            let gv = Var::from_tensor(&gate)?;
+            fwd_bwd(&gv, |g| gate_mul(&x, g))?;
+            group.bench_with_input(
+                BenchmarkId::new(format!("gate_{kind}_fwd_bwd"), &id),
+                &gv,
+                |b, g| b.iter(|| black_box(fwd_bwd(g, |g| gate_mul(&x, g)))),
+            );
+            group.bench_with_input(
+                BenchmarkId::new(format!("gate_{kind}_slow_fwd_bwd"), &id),
+                &gv,
+                |b, g| b.iter(|| black_box(fwd_bwd(g, |g| x.broadcast_mul(g)))),
+            );
+        }
+    }
+    group.finish();
+    Ok(())
+}
+
 fn ops(cr: &mut Criterion) {
     let all = bench_max_pool(cr)
         .and_then(|()| bench_lrn(cr))
         .and_then(|()| bench_bias_relu(cr))
-        .and_then(|()| bench_linear(cr));
+        .and_then(|()| bench_linear(cr))
+        .and_then(|()| bench_attention_ops(cr));
     if let Err(e) = all {
         eprintln!("ops bench failed: {e}");
         std::process::exit(1);
