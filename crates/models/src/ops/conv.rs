@@ -36,9 +36,9 @@ use rayon::prelude::*;
 use super::matmul::{matmul, Mat};
 use super::{contiguous_slice, in_f32_on_cpu, valid, Real};
 
-/// Most elements one chunk's column matrix may hold (8 MiB of `f32`): large enough for GEMMs
-/// with over a thousand columns at AlexNet's shapes, small enough to be reused by the allocator
-/// rather than freshly mapped each time.
+/// Most elements one chunk's column matrix may hold (8 MiB of `f32`, one per thread): large
+/// enough for GEMMs with over a thousand columns at AlexNet's shapes, small enough that the
+/// column matrices stay a small part of a step's memory (2^19 and 2^23 timed the same).
 pub const COL_BUDGET: usize = 1 << 21;
 
 /// Convolution geometry: kernel `kh x kw`, `stride`, zero `padding` (the same on both sides and
