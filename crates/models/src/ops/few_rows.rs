@@ -29,7 +29,7 @@ pub struct MatMulWt;
 /// Sum of `a[i] * b[i]`, in 16 interleaved partial sums so the loop vectorises (a single running
 /// sum is a dependency chain the compiler may not reorder).
 #[inline]
-fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+pub(super) fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     const LANES: usize = 16;
     let mut acc = [T::ZERO; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));

@@ -11,6 +11,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::few_rows::dot;
 use super::{contiguous_slice, in_f32_on_cpu, Real};
 
 /// `xs (B, C, H, W) * gate`, `gate` `(B, C, 1, 1)` or `(B, 1, H, W)`.
@@ -81,10 +82,8 @@ fn gate_grad_typed<T: Real>(xs: &[T], grad: &[T], spatial: bool, c: usize, plane
                         *d += x * g;
                     }
                 } else {
-                    d[ch] = x_ch
-                        .iter()
-                        .zip(g_ch)
-                        .fold(T::ZERO, |acc, (&x, &g)| acc + x * g);
+                    // Lane-wise partial sums: a plain fold is one long dependency chain.
+                    d[ch] = dot(x_ch, g_ch);
                 }
             }
         });
@@ -137,9 +136,16 @@ impl CustomOp2 for GateMul {
             )
         };
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(gate, &GateMul)?;
-        let dgate = xs.apply_op2_no_bwd(&grad, &GateGrad { spatial })?;
-        Ok((Some(dx), Some(dgate)))
+        // A side outside the graph (a constant gate, or data) gets no gradient pass.
+        let dx = match xs.track_op() {
+            true => Some(grad.apply_op2_no_bwd(gate, &GateMul)?),
+            false => None,
+        };
+        let dgate = match gate.track_op() {
+            true => Some(xs.apply_op2_no_bwd(&grad, &GateGrad { spatial })?),
+            false => None,
+        };
+        Ok((dx, dgate))
     }
 }
 
