@@ -148,26 +148,10 @@ pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Ten
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{DType, Result, Tensor, Var, D};
+    use candle_core::{DType, Result, D};
 
     use super::{linear, MatMulWt};
-    use crate::ops::tests::{max_abs_diff as max_diff, wave};
-
-    /// Output and gradients (xs, weight) of `sum(f(xs, w) * r)` for a fixed `r`.
-    fn run(
-        f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
-        xs: &Tensor,
-        w: &Tensor,
-    ) -> Result<[Tensor; 3]> {
-        let (x, wv) = (Var::from_tensor(xs)?, Var::from_tensor(w)?);
-        let out = f(x.as_tensor(), wv.as_tensor())?;
-        let r = wave(out.dims(), 0.9, xs.dtype())?;
-        let grads = (&out * &r)?.sum_all()?.backward()?;
-        let (Some(gx), Some(gw)) = (grads.get(x.as_tensor()), grads.get(wv.as_tensor())) else {
-            panic!("missing gradients")
-        };
-        Ok([out, gx.clone(), gw.clone()])
-    }
+    use crate::ops::tests::{max_abs_diff as max_diff, out_and_grads2, wave};
 
     #[test]
     fn matches_candle_matmul_in_output_and_both_gradients() -> Result<()> {
@@ -182,8 +166,8 @@ mod tests {
             ] {
                 let xs = wave(&[b, k], 0.0, dtype)?;
                 let w = (wave(&[n, k], 1.3, dtype)? * 0.5)?;
-                let ours = run(|x, w| x.apply_op2(w, MatMulWt), &xs, &w)?;
-                let stock = run(|x, w| x.matmul(&w.t()?), &xs, &w)?;
+                let ours = out_and_grads2(|x, w| x.apply_op2(w, MatMulWt), &xs, &w, 0.9)?;
+                let stock = out_and_grads2(|x, w| x.matmul(&w.t()?), &xs, &w, 0.9)?;
                 for (what, a, b_) in [
                     ("output", &ours[0], &stock[0]),
                     ("xs gradient", &ours[1], &stock[1]),

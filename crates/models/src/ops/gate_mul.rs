@@ -209,24 +209,8 @@ pub fn gate_mul(xs: &Tensor, gate: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::tests::{max_abs_diff, wave};
-    use candle_core::{Device, Var};
-
-    /// Output and both gradients of `op(xs, gate)` under a fixed output gradient.
-    fn run(
-        op: fn(&Tensor, &Tensor) -> Result<Tensor>,
-        xs: &Tensor,
-        gate: &Tensor,
-    ) -> Result<[Tensor; 3]> {
-        let (xv, gv) = (Var::from_tensor(xs)?, Var::from_tensor(gate)?);
-        let y = op(xv.as_tensor(), gv.as_tensor())?;
-        let r = wave(y.dims(), 1.3, xs.dtype())?;
-        let grads = (&y * &r)?.sum_all()?.backward()?;
-        let (Some(dx), Some(dg)) = (grads.get(xv.as_tensor()), grads.get(gv.as_tensor())) else {
-            bail!("missing gradient")
-        };
-        Ok([y, dx.clone(), dg.clone()])
-    }
+    use crate::ops::tests::{max_abs_diff, out_and_grads2, wave};
+    use candle_core::Device;
 
     #[test]
     fn matches_broadcast_mul_for_channel_and_spatial_gates() -> Result<()> {
@@ -239,8 +223,8 @@ mod tests {
             ] {
                 let x = wave(&xs, 0.2, dtype)?;
                 let g = wave(&gate, 0.9, dtype)?;
-                let fast = run(gate_mul, &x, &g)?;
-                let slow = run(|x, g| x.broadcast_mul(g), &x, &g)?;
+                let fast = out_and_grads2(gate_mul, &x, &g, 1.3)?;
+                let slow = out_and_grads2(|x, g| x.broadcast_mul(g), &x, &g, 1.3)?;
                 let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
                 for (what, (f, s)) in ["output", "input grad", "gate grad"]
                     .iter()

@@ -48,6 +48,24 @@ pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
         .to_scalar::<f64>()
 }
 
+/// Output and the gradients of both inputs of `L = sum(op(a, b) * wave)`, `a` and `b` as
+/// variables: the check every two-input op runs against its stock counterpart.
+pub(super) fn out_and_grads2(
+    op: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    phase: f64,
+) -> Result<[Tensor; 3]> {
+    let (av, bv) = (Var::from_tensor(a)?, Var::from_tensor(b)?);
+    let out = op(av.as_tensor(), bv.as_tensor())?;
+    let r = wave(out.dims(), phase, a.dtype())?;
+    let grads = (&out * &r)?.sum_all()?.backward()?;
+    let (Some(ga), Some(gb)) = (grads.get(av.as_tensor()), grads.get(bv.as_tensor())) else {
+        candle_core::bail!("missing gradients")
+    };
+    Ok([out, ga.clone(), gb.clone()])
+}
+
 /// Output and `dL/dx` of `L = sum(op(x) * w)` for fixed random weights `w`.
 fn out_and_grad(op: &Op, x: &Tensor, seed: u64) -> Result<(Tensor, Tensor)> {
     let var = Var::from_tensor(x)?;
