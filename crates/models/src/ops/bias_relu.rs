@@ -11,10 +11,10 @@
 //! gradient flows where the output is positive, as in PyTorch. CPU kernels for `f32` and `f64`,
 //! rayon over the `B * C` planes; elsewhere [`bias_relu`] uses the stock ops.
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, in_f32_on_cpu, Real};
+use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, Real};
 
 /// `relu(xs + bias)` over `(xs (B, C, H, W), bias (C))`, bias broadcast over batch and space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +174,7 @@ pub fn bias_relu(xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         // A half-precision bias meets its widened input here: cast first, so the CPU still takes
         // the fused kernel.
         let bias = bias.to_dtype(xs.dtype())?;
-        if xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64) {
+        if on_cpu_kernels(xs) {
             xs.contiguous()?.apply_op2(&bias.contiguous()?, BiasRelu)
         } else {
             bias_relu_slow(xs, &bias)

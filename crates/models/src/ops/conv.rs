@@ -30,11 +30,11 @@
 //! Everything runs on the CPU for `f32` and `f64`; for other dtypes or a non-CPU device
 //! [`conv2d`] falls back to Candle's stock `Tensor::conv2d`.
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::matmul::{matmul, Mat};
-use super::{contiguous_slice, in_f32_on_cpu, valid, Real};
+use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, valid, Real};
 
 /// Most elements one chunk's column matrix may hold (8 MiB of `f32`, one per thread): large
 /// enough for GEMMs with over a thousand columns at AlexNet's shapes, small enough that the
@@ -709,7 +709,7 @@ pub fn conv2d(
         }
     }
     let ys = in_f32_on_cpu(xs, |xs| {
-        if xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64) {
+        if on_cpu_kernels(xs) {
             let weight = weight.to_dtype(xs.dtype())?;
             xs.contiguous()?.apply_op2(&weight.contiguous()?, op)
         } else {

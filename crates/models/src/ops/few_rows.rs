@@ -10,10 +10,10 @@
 //! [`MatMulWt`] is the forward custom op over `(xs (B, K), weight (N, K))`; its backward uses
 //! Candle's matmul (`grad @ W` and `grad^T @ xs`, both without a large packed operand).
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, Real};
+use super::{contiguous_slice, on_cpu_kernels, Real};
 
 /// The most rows of `xs` [`linear`] computes as dot products; more go to the GEMM, which
 /// re-uses each packed weight for every row.
@@ -126,10 +126,9 @@ impl CustomOp2 for MatMulWt {
 pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let ((b, _), _) = (xs.dims2()?, weight.dims2()?);
     let few = b <= FEW_ROWS
-        && xs.device().is_cpu()
+        && on_cpu_kernels(xs)
         && weight.device().is_cpu()
-        && xs.dtype() == weight.dtype()
-        && matches!(xs.dtype(), DType::F32 | DType::F64);
+        && xs.dtype() == weight.dtype();
     if few {
         let ys = xs
             .contiguous()?

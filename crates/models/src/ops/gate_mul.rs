@@ -8,11 +8,11 @@
 //! for the gate gradient, one pass with no temporary. CPU kernels for `f32` and `f64`, rayon
 //! over images; elsewhere [`gate_mul`] uses the stock `broadcast_mul`.
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::few_rows::dot;
-use super::{contiguous_slice, in_f32_on_cpu, Real};
+use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, Real};
 
 /// `xs (B, C, H, W) * gate`, `gate` `(B, C, 1, 1)` or `(B, 1, H, W)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ pub fn gate_mul(xs: &Tensor, gate: &Tensor) -> Result<Tensor> {
         return xs.broadcast_mul(gate);
     }
     in_f32_on_cpu(xs, |xs| {
-        if matches!(xs.dtype(), DType::F32 | DType::F64) {
+        if on_cpu_kernels(xs) {
             let gate = gate.to_dtype(xs.dtype())?.contiguous()?;
             xs.contiguous()?.apply_op2(&gate, GateMul)
         } else {
@@ -210,7 +210,7 @@ pub fn gate_mul(xs: &Tensor, gate: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::ops::tests::{max_abs_diff, out_and_grads2, wave};
-    use candle_core::Device;
+    use candle_core::{DType, Device, Var};
 
     #[test]
     fn matches_broadcast_mul_for_channel_and_spatial_gates() -> Result<()> {
@@ -237,6 +237,28 @@ mod tests {
                     );
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// With the map outside the graph (data, or a frozen layer's output) the op skips the
+    /// input-gradient pass; the gate's gradient must still be the stock one.
+    #[test]
+    fn a_constant_map_still_gives_the_gate_its_gradient() -> Result<()> {
+        for gate_shape in [[2, 3, 1, 1], [2, 1, 4, 5]] {
+            let x = wave(&[2, 3, 4, 5], 0.2, DType::F64)?;
+            let g = Var::from_tensor(&wave(&gate_shape, 0.9, DType::F64)?)?;
+            let r = wave(&[2, 3, 4, 5], 1.3, DType::F64)?;
+            let grad_of = |y: Tensor| -> Result<Tensor> {
+                let grads = (y * &r)?.sum_all()?.backward()?;
+                match grads.get(g.as_tensor()) {
+                    Some(d) => Ok(d.clone()),
+                    None => bail!("no gate gradient"),
+                }
+            };
+            let fast = grad_of(gate_mul(&x, g.as_tensor())?)?;
+            let slow = grad_of(x.broadcast_mul(g.as_tensor())?)?;
+            assert!(max_abs_diff(&fast, &slow)? <= 1e-12, "{gate_shape:?}");
         }
         Ok(())
     }

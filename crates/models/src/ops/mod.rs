@@ -99,6 +99,12 @@ pub fn in_f32_on_cpu(xs: &Tensor, op: impl FnOnce(&Tensor) -> Result<Tensor>) ->
     }
 }
 
+/// Whether zoo's CPU kernels take `xs` as it is: an `f32` or `f64` tensor on the CPU (a
+/// half-precision one gets there through [`in_f32_on_cpu`]).
+pub(crate) fn on_cpu_kernels(xs: &Tensor) -> bool {
+    xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64)
+}
+
 /// The output indices `o` in `[0, o_len)` whose input index `o * stride + off - padding` lies in
 /// `[0, n)`, as a half-open range (empty when none does).
 #[inline]

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{bias_relu, conv2d, lrn, lrn_slow, max_pool2d, max_pool2d_slow};
 
-type Op = dyn Fn(&Tensor) -> Result<Tensor>;
+pub(super) type Op = dyn Fn(&Tensor) -> Result<Tensor>;
 
 /// Distinct values (a shuffled ramp in `[-1, 1)`), so max-pooling has no ties.
 fn distinct(shape: (usize, usize, usize, usize), seed: u64, dtype: DType) -> Result<Tensor> {
@@ -79,7 +79,8 @@ fn out_and_grad(op: &Op, x: &Tensor, seed: u64) -> Result<(Tensor, Tensor)> {
     Ok((out, g.clone()))
 }
 
-fn assert_close(fast: &Op, slow: &Op, x: &Tensor, tol: f64, what: &str) -> Result<()> {
+/// `fast` against `slow` on `x`: outputs and input gradients within `tol`, gradient not zero.
+pub(super) fn assert_close(fast: &Op, slow: &Op, x: &Tensor, tol: f64, what: &str) -> Result<()> {
     let (of, gf) = out_and_grad(fast, x, 7)?;
     let (os, gs) = out_and_grad(slow, x, 7)?;
     let (d_out, d_grad) = (max_abs_diff(&of, &os)?, max_abs_diff(&gf, &gs)?);
