@@ -5,6 +5,7 @@
 //! (`out = x * (1 - s + s * gate)`), which timm does not have: at `s == 1` it is exactly timm's
 //! `x * gate`.
 
+use candle_core::Var;
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{BatchNorm, Init, ModuleT, VarBuilder};
 
@@ -106,42 +107,59 @@ impl Conv1x1 {
     }
 }
 
-/// `torch.nn.BatchNorm2d` (eps `1e-5`, momentum `0.1`), wrapping candle-nn's [`BatchNorm`].
+/// `torch.nn.BatchNorm2d` (eps `1e-5`, momentum `0.1`).
 ///
 /// Training uses batch statistics and updates `running_mean` / `running_var` in place
 /// (unbiased variance, as PyTorch); evaluation uses the running statistics. The running
-/// statistics are buffers: [`BatchNorm2d::params`] counts only `weight` and `bias`. Unlike
-/// candle-nn, training on a single value per channel is an error (as in PyTorch) instead of
-/// silently writing a NaN running variance.
+/// statistics are buffers: [`BatchNorm2d::params`] counts only `weight` and `bias`. Training on
+/// a single value per channel is an error (as in PyTorch; candle-nn would silently write a NaN
+/// running variance). On the CPU the norm is zoo's fused op ([`crate::ops::batch_norm`]);
+/// elsewhere candle-nn's [`BatchNorm`] over the same variables.
 #[derive(Debug, Clone)]
 pub(crate) struct BatchNorm2d {
-    inner: BatchNorm,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    /// candle-nn's norm over the same tensors, for devices without zoo's kernels.
+    stock: BatchNorm,
     channels: usize,
     /// Dtype of the parameters and running statistics, in which the norm is computed whatever
     /// the input's (under mixed precision a `bf16` input is normalised in `f32`, as autocast does).
     dtype: DType,
 }
 
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
+
 impl BatchNorm2d {
     /// Creates `weight` (initialised by `weight_init`), `bias` (zeros), `running_mean` (zeros)
     /// and `running_var` (ones) under `vb`.
     pub(crate) fn new(channels: usize, weight_init: Init, vb: VarBuilder) -> Result<Self> {
-        let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.))?;
-        let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.))?;
+        // One `Var` each, shared with candle-nn's norm: from a VarMap it is the map's own
+        // variable (so checkpoints see the updates), otherwise a single copy.
+        let running_mean =
+            Var::from_tensor(&vb.get_with_hints(channels, "running_mean", Init::Const(0.))?)?;
+        let running_var =
+            Var::from_tensor(&vb.get_with_hints(channels, "running_var", Init::Const(1.))?)?;
         let weight = vb.get_with_hints(channels, "weight", weight_init)?;
         let bias = vb.get_with_hints(channels, "bias", Init::Const(0.))?;
         let dtype = weight.dtype();
-        let inner = BatchNorm::new_with_momentum(
+        let stock = BatchNorm::new_with_momentum(
             channels,
-            running_mean,
-            running_var,
-            weight,
-            bias,
-            1e-5,
-            0.1,
+            running_mean.as_tensor().clone(),
+            running_var.as_tensor().clone(),
+            weight.clone(),
+            bias.clone(),
+            EPS,
+            MOMENTUM,
         )?;
         Ok(Self {
-            inner,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            stock,
             channels,
             dtype,
         })
@@ -157,17 +175,43 @@ impl BatchNorm2d {
     /// # Shapes
     /// `xs`: `(B, C, ...)` -> same shape.
     pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            let per_channel = xs.elem_count() / self.channels.max(1);
-            if per_channel < 2 {
-                candle_core::bail!(
-                    "batch-norm in training needs more than one value per channel, got input {:?}",
-                    xs.shape()
-                )
-            }
+        let per_channel = xs.elem_count() / self.channels.max(1);
+        if train && per_channel < 2 {
+            candle_core::bail!(
+                "batch-norm in training needs more than one value per channel, got input {:?}",
+                xs.shape()
+            )
         }
-        self.inner
-            .forward_t(&xs.to_dtype(self.dtype)?, train)?
-            .to_dtype(xs.dtype())
+        let x = xs.to_dtype(self.dtype)?;
+        let ys = if crate::ops::on_cpu_kernels(&x) {
+            self.fused(&x, train, per_channel)?
+        } else {
+            self.stock.forward_t(&x, train)?
+        };
+        ys.to_dtype(xs.dtype())
+    }
+
+    fn fused(&self, x: &Tensor, train: bool, per_channel: usize) -> Result<Tensor> {
+        let host = |v: &Var| v.as_tensor().to_dtype(DType::F64)?.to_vec1::<f64>();
+        let (mean, var) = if train {
+            let (mean, var) = crate::ops::channel_stats(x)?;
+            // PyTorch's update: biased variance in the norm, unbiased in the running estimate.
+            let unbiased = per_channel as f64 / (per_channel as f64 - 1.0);
+            let blend = |run: &Var, batch: &[f64], scale: f64| -> Result<()> {
+                let old = host(run)?;
+                let new: Vec<f64> = old
+                    .iter()
+                    .zip(batch)
+                    .map(|(r, b)| (1.0 - MOMENTUM) * r + MOMENTUM * scale * b)
+                    .collect();
+                run.set(&Tensor::new(new, run.device())?.to_dtype(run.dtype())?)
+            };
+            blend(&self.running_mean, &mean, 1.0)?;
+            blend(&self.running_var, &var, unbiased)?;
+            (mean, var)
+        } else {
+            (host(&self.running_mean)?, host(&self.running_var)?)
+        };
+        crate::ops::batch_norm(x, &self.weight, &self.bias, (&mean, &var), EPS, train)
     }
 }

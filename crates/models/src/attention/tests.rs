@@ -563,3 +563,42 @@ fn macs_follow_the_documented_convention() -> Result<()> {
     );
     Ok(())
 }
+
+/// The fused batch norm updates its running statistics as PyTorch does (momentum 0.1, unbiased
+/// variance), computed here from the input with stock ops, and then normalises with them.
+#[test]
+fn batch_norm_running_statistics_follow_pytorch() -> Result<()> {
+    use super::gate::BatchNorm2d;
+    use candle_nn::Init;
+    let map = SeededVarMap::new(11);
+    let bn = BatchNorm2d::new(C, Init::Const(1.), vb(&map))?;
+    let xs = (input(C, 5, 3, 0.3)? * 2.0)?.affine(1.0, 0.7)?;
+    let per_channel = xs.transpose(0, 1)?.flatten_from(1)?;
+    let mean = per_channel.mean(1)?;
+    let n = per_channel.dim(1)? as f64;
+    let var = (per_channel
+        .broadcast_sub(&mean.unsqueeze(1)?)?
+        .sqr()?
+        .sum(1)?
+        / (n - 1.0))?;
+    let mut want_mean = Tensor::zeros(C, DType::F32, &Device::Cpu)?;
+    let mut want_var = Tensor::ones(C, DType::F32, &Device::Cpu)?;
+    for _ in 0..2 {
+        bn.forward_t(&xs, true)?;
+        want_mean = ((want_mean * 0.9)? + (&mean * 0.1)?)?;
+        want_var = ((want_var * 0.9)? + (&var * 0.1)?)?;
+    }
+    let var_of = |name: &str| match map.sorted_vars().into_iter().find(|(n, _)| n == name) {
+        Some((_, v)) => Ok(v.as_tensor().clone()),
+        None => candle_core::bail!("no variable `{name}`"),
+    };
+    assert!(max_abs_diff(&var_of("running_mean")?, &want_mean)? < 1e-6);
+    assert!(max_abs_diff(&var_of("running_var")?, &want_var)? < 1e-5);
+    // Evaluation normalises with exactly those.
+    let ys = bn.forward_t(&xs, false)?;
+    let want = xs
+        .broadcast_sub(&want_mean.reshape((1, C, 1, 1))?)?
+        .broadcast_div(&(want_var.reshape((1, C, 1, 1))? + 1e-5)?.sqrt()?)?;
+    assert!(max_abs_diff(&ys, &want)? < 1e-5);
+    Ok(())
+}

@@ -1,4 +1,5 @@
-//! A convolution's per-channel bias and ReLU, fused into one op with its own backward.
+//! A convolution's per-channel bias and ReLU, fused into one op with its own backward; and the
+//! bias alone, for a convolution without activation.
 //!
 //! As stock Candle 0.11 ops, `relu(x + bias)` is a broadcast add and a `relu`. Their backward
 //! allocates two zero tensors per activation, compares, casts and multiplies, and sums the bias
@@ -10,6 +11,10 @@
 //! gradient, and one per-channel sum of that, [`ChannelSum`], giving the bias gradient. The
 //! gradient flows where the output is positive, as in PyTorch. CPU kernels for `f32` and `f64`,
 //! rayon over the `B * C` planes; elsewhere [`bias_relu`] uses the stock ops.
+//!
+//! [`BiasAdd`] is the same without the ReLU (`xs + bias`): its input gradient is the output
+//! gradient itself, its bias gradient [`ChannelSum`] (Candle's `broadcast_add` backward sums
+//! the bias gradient with the strided reduction).
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -19,6 +24,10 @@ use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, Real};
 /// `relu(xs + bias)` over `(xs (B, C, H, W), bias (C))`, bias broadcast over batch and space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BiasRelu;
+
+/// `xs + bias` over `(xs (B, C, H, W), bias (C))`, bias broadcast over batch and space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BiasAdd;
 
 /// `grad` where `output > 0`, else 0, over `(output, grad)` of the same shape: the input
 /// gradient of [`BiasRelu`].
@@ -37,7 +46,8 @@ fn channels_and_plane(shape: &Shape, op: &str) -> Result<(usize, usize)> {
     }
 }
 
-fn bias_relu_typed<T: Real>(xs: &[T], bias: &[T], plane: usize) -> Vec<T> {
+/// `xs + bias`, through a ReLU when `RELU`.
+fn bias_relu_typed<const RELU: bool, T: Real>(xs: &[T], bias: &[T], plane: usize) -> Vec<T> {
     let mut out = vec![T::ZERO; xs.len()];
     out.par_chunks_mut(plane)
         .zip(xs.par_chunks(plane))
@@ -46,7 +56,7 @@ fn bias_relu_typed<T: Real>(xs: &[T], bias: &[T], plane: usize) -> Vec<T> {
             let b = bias[p % bias.len()];
             for (o, &x) in o.iter_mut().zip(x) {
                 let v = x + b;
-                *o = if v > T::ZERO { v } else { T::ZERO };
+                *o = if !RELU || v > T::ZERO { v } else { T::ZERO };
             }
         });
     out
@@ -100,7 +110,7 @@ impl CustomOp2 for BiasRelu {
             bail!("bias_relu: bias shape {:?}, expected ({c})", l2.shape())
         }
         let out = dispatch2!("bias_relu", s1, l1, s2, l2, |xs, bias| {
-            bias_relu_typed(xs, bias, plane)
+            bias_relu_typed::<true, _>(xs, bias, plane)
         });
         Ok((out, l1.shape().clone()))
     }
@@ -120,6 +130,45 @@ impl CustomOp2 for BiasRelu {
         };
         let d_xs = xs.track_op().then_some(masked);
         Ok((d_xs, d_bias))
+    }
+}
+
+impl CustomOp2 for BiasAdd {
+    fn name(&self) -> &'static str {
+        "zoo-bias-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (c, plane) = channels_and_plane(l1.shape(), "bias_add")?;
+        if l2.shape().dims() != [c] {
+            bail!("bias_add: bias shape {:?}, expected ({c})", l2.shape())
+        }
+        let out = dispatch2!("bias_add", s1, l1, s2, l2, |xs, bias| {
+            bias_relu_typed::<false, _>(xs, bias, plane)
+        });
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let d_bias = if bias.track_op() {
+            Some(grad.apply_op1_no_bwd(&ChannelSum)?)
+        } else {
+            None
+        };
+        Ok((xs.track_op().then_some(grad), d_bias))
     }
 }
 
@@ -182,6 +231,23 @@ pub fn bias_relu(xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     })
 }
 
+/// `xs + bias` for `xs (B, C, H, W)` and `bias (C)`, differentiable in both: [`BiasAdd`] on the
+/// CPU for `f32`/`f64`, stock `broadcast_add` otherwise. Errors on a bias whose shape is not `(C)`.
+pub fn bias_add(xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (c, _) = channels_and_plane(xs.shape(), "bias_add")?;
+    if bias.dims() != [c] {
+        bail!("bias_add: bias shape {:?}, expected ({c})", bias.shape())
+    }
+    in_f32_on_cpu(xs, |xs| {
+        let bias = bias.to_dtype(xs.dtype())?;
+        if on_cpu_kernels(xs) {
+            xs.contiguous()?.apply_op2(&bias.contiguous()?, BiasAdd)
+        } else {
+            xs.broadcast_add(&bias.reshape((1, c, 1, 1))?)
+        }
+    })
+}
+
 /// [`bias_relu`] from stock Candle ops: the reference the fused op is tested against.
 pub fn bias_relu_slow(xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
     xs.broadcast_add(&bias.reshape((1, (), 1, 1))?)?.relu()
@@ -228,6 +294,38 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn bias_add_matches_broadcast_add_in_output_and_both_gradients() -> Result<()> {
+        use super::bias_add;
+        use crate::ops::tests::out_and_grads2;
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
+            for shape in [[1, 3, 5, 7], [4, 16, 13, 13], [2, 1, 1, 1], [3, 5, 2, 9]] {
+                let xs = wave(&shape, 0.0, dtype)?;
+                let bias = (wave(&[shape[1]], 1.0, dtype)? * 0.5)?;
+                let fast = out_and_grads2(bias_add, &xs, &bias, 0.3)?;
+                let slow = out_and_grads2(
+                    |x, b| x.broadcast_add(&b.reshape((1, (), 1, 1))?),
+                    &xs,
+                    &bias,
+                    0.3,
+                )?;
+                for (what, (a, b)) in ["output", "input gradient", "bias gradient"]
+                    .iter()
+                    .zip(fast.iter().zip(&slow))
+                {
+                    let d = max_diff(a, b)?;
+                    assert!(d <= tol, "{what} {shape:?} {dtype:?}: max diff {d}");
+                }
+            }
+        }
+        assert!(bias_add(
+            &wave(&[2, 3, 4, 5], 0.0, DType::F32)?,
+            &wave(&[4], 0.0, DType::F32)?
+        )
+        .is_err());
         Ok(())
     }
 

@@ -170,8 +170,18 @@ impl Conv2d {
         d.c / self.groups * self.kh * self.kw
     }
 
-    /// Images per chunk: as many as fit the column budget, at least one.
+    /// A 1x1 kernel at unit stride without padding: an image's column matrix is the image.
+    fn pointwise(&self) -> bool {
+        (self.kh, self.kw, self.stride, self.padding) == (1, 1, 1, 0)
+    }
+
+    /// Images per chunk: as many as fit the column budget, at least one. A pointwise
+    /// convolution goes one image at a time, on the input and output in place: a larger chunk
+    /// would only copy them into and out of the column layout.
     fn chunk(&self, d: &Dims) -> usize {
+        if self.pointwise() {
+            return 1;
+        }
         let per_image = d.c * self.kh * self.kw * d.l();
         (self.col_budget / per_image.max(1)).clamp(1, d.b.max(1))
     }
@@ -396,14 +406,23 @@ impl Conv2d {
             let n = dc.b * l;
             let g = &grad[k * nb * c_out * l..][..dc.b * c_out * l];
             let gm = self.grad_matrix(g, &dc, &mut gbuf);
-            // Every entry is overwritten by the products below.
-            gcol.resize(self.groups * kk * n, T::ZERO);
+            // Pointwise, one image: the column gradient is the input gradient, written in place.
+            let direct = self.pointwise() && dc.b == 1;
+            let target: &mut [T] = if direct {
+                dx_chunk
+            } else {
+                // Every entry is overwritten by the products below.
+                gcol.resize(self.groups * kk * n, T::ZERO);
+                &mut gcol
+            };
             for g in 0..self.groups {
                 let wt = self.weight_matrix(ws, d, g)?.t();
                 let gg = Mat::row_major(&gm[g * cog * n..], cog, n)?;
-                matmul(wt, gg, &mut gcol[g * kk * n..], n, false, parallel)?;
+                matmul(wt, gg, &mut target[g * kk * n..], n, false, parallel)?;
             }
-            self.fold(&gcol, &dc, dx_chunk);
+            if !direct {
+                self.fold(&gcol, &dc, dx_chunk);
+            }
         }
         Ok(())
     }
@@ -511,8 +530,12 @@ impl<T> Default for ColBuffer<T> {
 }
 
 impl<T: Real> ColBuffer<T> {
-    /// The column matrix of the chunk `xs` (`d.b` images).
-    fn unfold(&mut self, conv: &Conv2d, xs: &[T], d: &Dims) -> &[T] {
+    /// The column matrix of the chunk `xs` (`d.b` images): `xs` itself for one image of a
+    /// pointwise convolution.
+    fn unfold<'a>(&'a mut self, conv: &Conv2d, xs: &'a [T], d: &Dims) -> &'a [T] {
+        if conv.pointwise() && d.b == 1 {
+            return xs;
+        }
         let n = d.b * d.l();
         let len = d.c * conv.kh * conv.kw * n;
         if self.width != n || self.buf.len() != len {
@@ -717,7 +740,7 @@ pub fn conv2d(
         }
     })?;
     match bias {
-        Some(bias) => ys.broadcast_add(&bias.reshape((1, d.c_out, 1, 1))?),
+        Some(bias) => super::bias_add(&ys, bias),
         None => Ok(ys),
     }
 }

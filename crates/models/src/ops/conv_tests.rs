@@ -72,12 +72,15 @@ const fn case(
 /// Candle 0.11.1's stock backward takes the input gradient's `output_padding` from the height
 /// alone, so it fails when `(H + 2p - kh) % stride != (W + 2p - kw) % stride`; the cases keep
 /// those equal, and [`finite_differences_f64`] covers the unequal case.
-const CASES: [Case; 15] = [
+const CASES: [Case; 17] = [
     case(1, 3, (7, 9), 4, (3, 3), 1, 1, 1),
     case(3, 3, (11, 13), 5, (5, 5), 2, 2, 1),
     case(3, 4, (13, 11), 6, (3, 3), 2, 0, 2),
     case(1, 3, (23, 27), 4, (11, 11), 4, 2, 1),
     case(3, 6, (9, 9), 4, (1, 1), 1, 0, 2),
+    // Pointwise (one image at a time, in place), and a 1x1 kernel that is not (stride 2).
+    case(5, 7, (5, 3), 3, (1, 1), 1, 0, 1),
+    case(2, 4, (7, 7), 3, (1, 1), 2, 0, 1),
     case(3, 3, (8, 10), 2, (2, 3), 1, 1, 1),
     case(3, 3, (5, 5), 2, (5, 5), 1, 0, 1),
     case(2, 3, (6, 10), 3, (3, 3), 4, 2, 1),

@@ -14,7 +14,7 @@
 /// Dispatches a typed kernel over two CPU storages of the same float dtype: `$a`, `$b` are their
 /// contiguous slices, `$body` returns the output `Vec`. Defined before the op modules so all see it.
 macro_rules! dispatch2 {
-    ($op:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
+    ($op:expr, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
         match ($s1, $s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
                 let $a = contiguous_slice::<f32>($s1, $l1, $op)?;
@@ -58,6 +58,7 @@ macro_rules! dispatch1 {
     };
 }
 
+mod batch_norm;
 mod bias_relu;
 mod conv;
 #[cfg(test)]
@@ -73,7 +74,8 @@ mod mean_max;
 #[cfg(test)]
 mod tests;
 
-pub use bias_relu::{bias_relu, bias_relu_slow, BiasRelu, ChannelSum, ReluMask};
+pub use batch_norm::{batch_norm, channel_stats, BatchNorm, ChannelAffine2, ChannelSums};
+pub use bias_relu::{bias_add, bias_relu, bias_relu_slow, BiasAdd, BiasRelu, ChannelSum, ReluMask};
 pub use conv::{conv2d, Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, COL_BUDGET};
 pub use few_rows::{linear, MatMulWt, FEW_ROWS};
 pub use gate_mul::{gate_mul, GateGrad, GateMul};
