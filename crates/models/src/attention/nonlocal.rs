@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use zoo_card::{make_divisible, AttentionModule};
 
-use super::gate::{BatchNorm2d, Conv1x1};
+use super::gate::{forward_maps, BatchNorm2d, Conv1x1};
 use super::{macs, Attention};
 use crate::describe::Cost;
 
@@ -79,10 +79,10 @@ impl Attention for NonLocalAttn {
             )
         }
         let hw = h * w;
-        // (B, C', HW) each.
-        let t = self.t.forward_map(xs)?.reshape((b, self.rd, hw))?;
-        let p = self.p.forward_map(xs)?.reshape((b, self.rd, hw))?;
-        let g = self.g.forward_map(xs)?.reshape((b, self.rd, hw))?;
+        // (B, C', HW) each, from one stacked convolution.
+        let maps = forward_maps(&[&self.t, &self.p, &self.g], xs)?;
+        let flat = |m: &Tensor| m.contiguous()?.reshape((b, self.rd, hw));
+        let (t, p, g) = (flat(&maps[0])?, flat(&maps[1])?, flat(&maps[2])?);
         // (B, HW, C') x (B, C', HW) -> (B, HW, HW); softmax over the last axis.
         let logits = (t.transpose(1, 2)?.contiguous()?.matmul(&p)? * self.scale)?;
         let attn = candle_nn::ops::softmax(&logits, 2)?;
