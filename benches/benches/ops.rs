@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use zoo_models::ops::{
     bias_relu, bias_relu_slow, channel_mean_max, channel_mean_max_slow, gate_mul, linear, lrn,
-    lrn_slow, max_pool2d, max_pool2d_slow, FEW_ROWS,
+    lrn_slow, max_pool2d, max_pool2d_slow, spatial_mean_max, spatial_mean_max_slow, FEW_ROWS,
 };
 
 /// Batch size of every benchmark input.
@@ -155,6 +155,17 @@ fn bench_attention_ops(cr: &mut Criterion) -> Result<()> {
             BenchmarkId::new("mean_max_slow_fwd_bwd", &id),
             &var,
             |b, v| b.iter(|| black_box(fwd_bwd(v, channel_mean_max_slow))),
+        );
+        fwd_bwd(&var, spatial_mean_max)?;
+        group.bench_with_input(
+            BenchmarkId::new("spatial_mean_max_fwd_bwd", &id),
+            &var,
+            |b, v| b.iter(|| black_box(fwd_bwd(v, spatial_mean_max))),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("spatial_mean_max_slow_fwd_bwd", &id),
+            &var,
+            |b, v| b.iter(|| black_box(fwd_bwd(v, spatial_mean_max_slow))),
         );
         for (kind, gate) in [
             (

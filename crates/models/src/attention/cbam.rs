@@ -52,9 +52,8 @@ impl ChannelAttn {
                 xs.shape()
             )
         }
-        let flat = xs.flatten_from(2)?;
-        // Both statistics through the shared MLP in one batch of 2B rows.
-        let pooled = Tensor::cat(&[flat.mean(2)?, flat.max(2)?], 0)?;
+        // Both statistics, (2, B, C), through the shared MLP in one batch of 2B rows.
+        let pooled = crate::ops::spatial_mean_max(xs)?.reshape((2 * b, c))?;
         let mlp = self
             .fc2
             .forward_vec(&self.fc1.forward_vec(&pooled)?.relu()?)?;

@@ -9,6 +9,11 @@
 //! (timm's `SpatialAttn` uses it), the max gradient is shared evenly by tied channels, and a NaN
 //! is the maximum. CPU kernels for `f32` and `f64`, rayon over images; elsewhere
 //! [`channel_mean_max`] uses the stock ops.
+//!
+//! [`spatial_mean_max`] is the transposed descriptor CBAM's channel attention needs, the mean and
+//! the maximum of every channel plane (timm: `x.mean((2, 3))`, `x.amax((2, 3))`), as
+//! [`SpatialMeanMax`] and [`SpatialMeanMaxBackward`], rayon over planes. As stock ops the max
+//! backward alone materialises a comparison, its cast and a product of the input's size.
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -174,6 +179,163 @@ impl CustomOp3 for ChannelMeanMaxBackward {
     }
 }
 
+/// `(B, C, H, W)` -> `(2, B, C)`: `[0]` the mean of each channel plane, `[1]` its maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpatialMeanMax;
+
+/// The input gradient of [`SpatialMeanMax`], over `(input (B, C, H, W), output (2, B, C),
+/// grad_output (2, B, C))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpatialMeanMaxBackward;
+
+/// Channel planes per rayon task: a late AlexNet plane is 49 elements, far too little work to
+/// schedule alone.
+const PLANES_PER_TASK: usize = 64;
+
+fn plane_mean_max_typed<T: Real>(xs: &[T], plane: usize) -> Vec<T> {
+    let planes = xs.len() / plane;
+    let inv = T::from_f64(1.0 / plane as f64);
+    let stats: Vec<(T, T)> = xs
+        .par_chunks(plane)
+        .with_min_len(PLANES_PER_TASK)
+        .map(|p| {
+            let (mut sum, mut max) = (T::ZERO, p[0]);
+            for &v in p {
+                sum += v;
+                if beats(v, max) {
+                    max = v;
+                }
+            }
+            (sum * inv, max)
+        })
+        .collect();
+    let mut out = vec![T::ZERO; 2 * planes];
+    let (mean, max) = out.split_at_mut(planes);
+    for ((m, x), &(a, b)) in mean.iter_mut().zip(max.iter_mut()).zip(&stats) {
+        *m = a;
+        *x = b;
+    }
+    out
+}
+
+fn plane_mean_max_backward_typed<T: Real>(xs: &[T], out: &[T], grad: &[T], plane: usize) -> Vec<T> {
+    let planes = xs.len() / plane;
+    let inv = T::from_f64(1.0 / plane as f64);
+    let (max, (g_mean, g_max)) = (&out[planes..], grad.split_at(planes));
+    let mut dx = vec![T::ZERO; xs.len()];
+    dx.par_chunks_mut(plane)
+        .zip(xs.par_chunks(plane))
+        .enumerate()
+        .with_min_len(PLANES_PER_TASK)
+        .for_each(|(i, (d, x))| {
+            let m = max[i];
+            // At least one element is the maximum, so the count is >= 1.
+            let ties = x.iter().filter(|&&v| is_max(v, m)).count();
+            let share = g_max[i] / T::from_f64(ties as f64);
+            let mean = g_mean[i] * inv;
+            for (d, &v) in d.iter_mut().zip(x) {
+                *d = mean + if is_max(v, m) { share } else { T::ZERO };
+            }
+        });
+    dx
+}
+
+impl CustomOp1 for SpatialMeanMax {
+    fn name(&self) -> &'static str {
+        "zoo-spatial-mean-max"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, plane) = plane_dims(l.shape(), "spatial mean/max")?;
+        let out = dispatch1!("spatial mean/max", s, l, |xs| plane_mean_max_typed(
+            xs, plane
+        ));
+        Ok((out, Shape::from((2, b, c))))
+    }
+
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dx = arg.apply_op3_no_bwd(res, &grad.contiguous()?, &SpatialMeanMaxBackward)?;
+        Ok(Some(dx))
+    }
+}
+
+impl CustomOp3 for SpatialMeanMaxBackward {
+    fn name(&self) -> &'static str {
+        "zoo-spatial-mean-max-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "spatial mean/max backward";
+        let (b, c, plane) = plane_dims(l1.shape(), OP)?;
+        let expected = [2, b, c];
+        if l2.shape().dims() != expected || l3.shape().dims() != expected {
+            bail!(
+                "{OP}: output {:?} and grad {:?} must both be {expected:?}",
+                l2.shape(),
+                l3.shape()
+            )
+        }
+        let dx = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                f32::to_storage(plane_mean_max_backward_typed(
+                    contiguous_slice::<f32>(s1, l1, OP)?,
+                    contiguous_slice::<f32>(s2, l2, OP)?,
+                    contiguous_slice::<f32>(s3, l3, OP)?,
+                    plane,
+                ))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                f64::to_storage(plane_mean_max_backward_typed(
+                    contiguous_slice::<f64>(s1, l1, OP)?,
+                    contiguous_slice::<f64>(s2, l2, OP)?,
+                    contiguous_slice::<f64>(s3, l3, OP)?,
+                    plane,
+                ))
+            }
+            _ => bail!("{OP}: unsupported dtypes (f32 or f64, all equal)"),
+        };
+        Ok((dx, l1.shape().clone()))
+    }
+}
+
+/// `(B, C, H * W)` of a `(B, C, H, W)` shape with `H * W >= 1`, or an error naming `op`.
+fn plane_dims(shape: &Shape, op: &str) -> Result<(usize, usize, usize)> {
+    match shape.dims() {
+        [b, c, h, w] if h * w > 0 => Ok((*b, *c, h * w)),
+        _ => bail!("{op}: expected a (B, C, H, W) tensor with H, W >= 1, got shape {shape:?}"),
+    }
+}
+
+/// `[mean over space, max over space]` of every channel plane of `xs (B, C, H, W)`, as
+/// `(2, B, C)`, differentiable; the max gradient is shared evenly by tied positions (PyTorch's
+/// `amax`, which timm's CBAM channel attention uses). On the CPU for `f32`/`f64` one fused op
+/// (half precision in `f32`); elsewhere [`spatial_mean_max_slow`].
+pub fn spatial_mean_max(xs: &Tensor) -> Result<Tensor> {
+    plane_dims(xs.shape(), "spatial mean/max")?;
+    in_f32_on_cpu(xs, |xs| {
+        if on_cpu_kernels(xs) {
+            xs.contiguous()?.apply_op1(SpatialMeanMax)
+        } else {
+            spatial_mean_max_slow(xs)
+        }
+    })
+}
+
+/// [`spatial_mean_max`] from stock Candle ops: `stack([mean(2), max(2)])` over the flattened
+/// planes. Candle's max gradient goes whole to every tied position.
+pub fn spatial_mean_max_slow(xs: &Tensor) -> Result<Tensor> {
+    let flat = xs.flatten_from(2)?;
+    Tensor::stack(&[flat.mean(2)?, flat.max(2)?], 0)
+}
+
 /// `[mean over channels, max over channels]` of `xs (B, C, H, W)` as `(B, 2, H, W)`,
 /// differentiable; the max gradient is shared evenly by tied channels (PyTorch's `amax`).
 ///
@@ -254,7 +416,64 @@ mod tests {
     }
 
     #[test]
+    fn spatial_descriptor_matches_the_stock_ops_without_ties() -> Result<()> {
+        for dtype in [DType::F32, DType::F64] {
+            for shape in [[2, 5, 3, 4], [1, 1, 7, 7], [3, 64, 5, 5], [2, 3, 1, 1]] {
+                let x = wave(&shape, 0.3, dtype)?;
+                let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+                let what = format!("spatial mean/max {shape:?} {dtype:?}");
+                // `assert_close` takes maps: compare (2, B, C) as (2, B, C, 1).
+                let as_map =
+                    |f: fn(&Tensor) -> Result<Tensor>| move |x: &Tensor| f(x)?.unsqueeze(3);
+                assert_close(
+                    &as_map(spatial_mean_max),
+                    &as_map(spatial_mean_max_slow),
+                    &x,
+                    tol,
+                    &what,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn spatial_ties_share_the_gradient_and_nan_is_the_maximum() -> Result<()> {
+        // One image, 2 channels of 4 positions: channel 0 ties positions 0 and 3 at 5, channel
+        // 1 has a NaN at position 2.
+        let x = Tensor::from_vec(
+            vec![5.0f64, 1.0, 0.0, 5.0, 2.0, 4.0, f64::NAN, 1.0],
+            (1, 2, 2, 2),
+            &Device::Cpu,
+        )?;
+        let v = Var::from_tensor(&x)?;
+        let y = spatial_mean_max(v.as_tensor())?;
+        let max: Vec<f64> = y.get(1)?.flatten_all()?.to_vec1()?;
+        assert_eq!(max[0], 5.0);
+        assert!(max[1].is_nan());
+        let grads = y.get(1)?.sum_all()?.backward()?;
+        let Some(g) = grads.get(v.as_tensor()) else {
+            bail!("no gradient")
+        };
+        let g: Vec<f64> = g.flatten_all()?.to_vec1()?;
+        assert_eq!(g, [0.5, 0.0, 0.0, 0.5, 0.0, 0.0, 1.0, 0.0]);
+        // The mean's gradient is 1 / (H * W) everywhere.
+        let grads = y.get(0)?.sum_all()?.backward()?;
+        let Some(g) = grads.get(v.as_tensor()) else {
+            bail!("no gradient")
+        };
+        assert!(g
+            .flatten_all()?
+            .to_vec1::<f64>()?
+            .iter()
+            .all(|&d| d == 0.25));
+        Ok(())
+    }
+
+    #[test]
     fn bad_shapes_are_errors() -> Result<()> {
+        let empty = Tensor::zeros((2, 3, 0, 4), DType::F32, &Device::Cpu)?;
+        assert!(spatial_mean_max(&empty).is_err());
         let x = Tensor::zeros((2, 3, 4), DType::F32, &Device::Cpu)?;
         assert!(channel_mean_max(&x).is_err());
         let empty = Tensor::zeros((2, 0, 4, 4), DType::F32, &Device::Cpu)?;

@@ -82,7 +82,8 @@ pub use gate_mul::{gate_mul, GateGrad, GateMul};
 pub use lrn::{lrn, lrn_slow, Lrn, LrnBackward};
 pub use max_pool::{max_pool2d, max_pool2d_slow, MaxPool2d, MaxPool2dBackward};
 pub use mean_max::{
-    channel_mean_max, channel_mean_max_slow, ChannelMeanMax, ChannelMeanMaxBackward,
+    channel_mean_max, channel_mean_max_slow, spatial_mean_max, spatial_mean_max_slow,
+    ChannelMeanMax, ChannelMeanMaxBackward, SpatialMeanMax, SpatialMeanMaxBackward,
 };
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, WithDType};
