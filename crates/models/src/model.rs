@@ -192,16 +192,12 @@ impl ModuleT for ZooModel {
         let mut xs = input.to_dtype(self.compute.unwrap_or(input.dtype()))?;
         for stage in &self.stages {
             let (conv, cfg) = (&stage.conv, stage.conv.config());
-            let ys = ops::conv2d(
-                &xs,
-                &conv.weight().to_dtype(xs.dtype())?,
-                None,
-                cfg.stride,
-                cfg.padding,
-                cfg.groups,
-            )?;
-            let bias = conv.bias().map(|b| b.to_dtype(xs.dtype())).transpose()?;
-            xs = ops::bias_relu(&ys, bias.as_ref())?;
+            let weight = conv.weight().to_dtype(xs.dtype())?;
+            let (s, p, g) = (cfg.stride, cfg.padding, cfg.groups);
+            xs = match conv.bias() {
+                Some(b) => ops::conv2d_bias_relu(&xs, &weight, &b.to_dtype(xs.dtype())?, s, p, g)?,
+                None => ops::conv2d(&xs, &weight, None, s, p, g)?.relu()?,
+            };
             if let Some(l) = &stage.lrn {
                 xs = ops::lrn(&xs, l.size, l.alpha_per_sum(), l.beta, l.k)?;
             }

@@ -24,17 +24,18 @@
 //! [`Conv2dBackwardInput`] over `(weight, grad_output)` computes `weight^T x grad_out` (the
 //! transpose read in place) and folds it back (col2im) into the input gradient, summing
 //! overlapping windows. The input gradient is skipped when the input is not part of the graph
-//! (the first layer's data). The bias is added outside the op, so Candle's autograd
-//! differentiates it.
+//! (the first layer's data). [`conv2d`] adds a bias with [`super::bias_add`];
+//! [`conv2d_bias_relu`] ([`Conv2dBiasRelu`]) adds it and the ReLU in place on the product, the
+//! backbone's every layer.
 //!
 //! Everything runs on the CPU for `f32` and `f64`; for other dtypes or a non-CPU device
 //! [`conv2d`] falls back to Candle's stock `Tensor::conv2d`.
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::matmul::{matmul, Mat};
-use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, valid, Real};
+use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, valid, ChannelSum, Real, ReluMask};
 
 /// Most elements one chunk's column matrix may hold (8 MiB of `f32`, one per thread): large
 /// enough for GEMMs with over a thousand columns at AlexNet's shapes, small enough that the
@@ -573,24 +574,119 @@ impl CustomOp2 for Conv2d {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
+        self.grads(x, weight, &grad.contiguous()?)
+    }
+}
+
+impl Conv2d {
+    /// The input and weight gradients for the output gradient `grad` (contiguous), each only
+    /// when that side is part of the graph.
+    fn grads(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // Data fed to the first layer is neither a variable nor computed from one: its gradient
         // would be thrown away.
         let dx = if x.track_op() {
             let (_, _, h, w) = x.dims4()?;
             let op = Conv2dBackwardInput { conv: *self, h, w };
-            Some(weight.contiguous()?.apply_op2_no_bwd(&grad, &op)?)
+            Some(weight.contiguous()?.apply_op2_no_bwd(grad, &op)?)
         } else {
             None
         };
         let dw = if weight.track_op() {
             let op = Conv2dBackwardWeight { conv: *self };
-            Some(x.contiguous()?.apply_op2_no_bwd(&grad, &op)?)
+            Some(x.contiguous()?.apply_op2_no_bwd(grad, &op)?)
         } else {
             None
         };
         Ok((dx, dw))
     }
+}
+
+/// `relu(conv(x, weight) + bias)` as one op over `(input, weight, bias (Cout))`: every conv
+/// layer of the AlexNet backbone. Against [`Conv2d`] followed by [`super::bias_relu`] it adds
+/// the bias and clips in place on the product, and leaves no pre-activation tensor in the graph,
+/// whose gradient Candle would accumulate into a zeroed buffer of its own. The backward masks the
+/// output gradient ([`ReluMask`]), sums it per channel for the bias ([`ChannelSum`]) and runs
+/// [`Conv2d`]'s two backward ops on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dBiasRelu {
+    /// The convolution's geometry.
+    pub conv: Conv2d,
+}
+
+impl CustomOp3 for Conv2dBiasRelu {
+    fn name(&self) -> &'static str {
+        "zoo-conv2d-bias-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "conv2d + bias + relu";
+        let d = self.conv.dims(l1.shape(), l2.shape())?;
+        if l3.shape().dims() != [d.c_out] {
+            bail!("{OP}: bias shape {:?}, expected ({})", l3.shape(), d.c_out)
+        }
+        let plane = d.ho * d.wo;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let (x, w) = (contiguous_slice(s1, l1, OP)?, contiguous_slice(s2, l2, OP)?);
+                let mut ys: Vec<f32> = self.conv.fwd_typed(x, w, &d)?;
+                add_bias_relu(&mut ys, contiguous_slice(s3, l3, OP)?, plane);
+                f32::to_storage(ys)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let (x, w) = (contiguous_slice(s1, l1, OP)?, contiguous_slice(s2, l2, OP)?);
+                let mut ys: Vec<f64> = self.conv.fwd_typed(x, w, &d)?;
+                add_bias_relu(&mut ys, contiguous_slice(s3, l3, OP)?, plane);
+                f64::to_storage(ys)
+            }
+            _ => bail!("{OP}: unsupported dtypes (f32 or f64, all equal)"),
+        };
+        Ok((out, Shape::from((d.b, d.c_out, d.ho, d.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let masked = res.apply_op2_no_bwd(&grad.contiguous()?, &ReluMask)?;
+        let d_bias = if bias.track_op() {
+            Some(masked.apply_op1_no_bwd(&ChannelSum)?)
+        } else {
+            None
+        };
+        let (dx, dw) = self.conv.grads(x, weight, &masked)?;
+        Ok((dx, dw, d_bias))
+    }
+}
+
+/// `ys = max(ys + bias[c], 0)` in place over `(B, C, plane)` outputs, planes in parallel.
+fn add_bias_relu<T: Real>(ys: &mut [T], bias: &[T], plane: usize) {
+    if plane == 0 || bias.is_empty() {
+        return;
+    }
+    ys.par_chunks_mut(plane).enumerate().for_each(|(p, y)| {
+        let b = bias[p % bias.len()];
+        for v in y {
+            let s = *v + b;
+            *v = if s > T::ZERO { s } else { T::ZERO };
+        }
+    });
 }
 
 /// Checks that `grad` has the shape [`Conv2d`] gives for input `x` and `weight`.
@@ -700,6 +796,30 @@ pub fn conv2d(
     padding: usize,
     groups: usize,
 ) -> Result<Tensor> {
+    let op = checked(xs, weight, bias, stride, padding, groups)?;
+    let ys = in_f32_on_cpu(xs, |xs| {
+        if on_cpu_kernels(xs) {
+            let weight = weight.to_dtype(xs.dtype())?;
+            xs.contiguous()?.apply_op2(&weight.contiguous()?, op)
+        } else {
+            xs.conv2d(weight, padding, stride, 1, groups)
+        }
+    })?;
+    match bias {
+        Some(bias) => super::bias_add(&ys, bias),
+        None => Ok(ys),
+    }
+}
+
+/// The convolution of [`conv2d`]'s arguments, or the error that names what is wrong with them.
+fn checked(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> Result<Conv2d> {
     if xs.rank() != 4 {
         bail!(
             "conv2d: expected an input (B, Cin, H, W), got shape {:?}",
@@ -731,16 +851,33 @@ pub fn conv2d(
             )
         }
     }
-    let ys = in_f32_on_cpu(xs, |xs| {
+    Ok(op)
+}
+
+/// `relu(conv2d(xs, weight) + bias)`, with the arguments and errors of [`conv2d`] and a `bias
+/// (Cout)`; differentiable in all three. On the CPU for `f32`/`f64` one fused op,
+/// [`Conv2dBiasRelu`] (half precision in `f32`); elsewhere [`conv2d`] then
+/// [`super::bias_relu`].
+pub fn conv2d_bias_relu(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    let op = checked(xs, weight, Some(bias), stride, padding, groups)?;
+    in_f32_on_cpu(xs, |xs| {
         if on_cpu_kernels(xs) {
-            let weight = weight.to_dtype(xs.dtype())?;
-            xs.contiguous()?.apply_op2(&weight.contiguous()?, op)
+            let (w, b) = (weight.to_dtype(xs.dtype())?, bias.to_dtype(xs.dtype())?);
+            xs.contiguous()?.apply_op3(
+                &w.contiguous()?,
+                &b.contiguous()?,
+                Conv2dBiasRelu { conv: op },
+            )
         } else {
-            xs.conv2d(weight, padding, stride, 1, groups)
+            let ys = xs.conv2d(weight, padding, stride, 1, groups)?;
+            super::bias_relu(&ys, Some(bias))
         }
-    })?;
-    match bias {
-        Some(bias) => super::bias_add(&ys, bias),
-        None => Ok(ys),
-    }
+    })
 }

@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{conv2d, Conv2d};
+use super::{conv2d, conv2d_bias_relu, Conv2d};
 
 /// Uniform values in `[-1, 1)`.
 fn uniform(dims: &[usize], seed: u64, dt: DType) -> Result<Tensor> {
@@ -95,26 +95,28 @@ const CASES: [Case; 17] = [
     case(1, 3, (3, 3), 2, (7, 7), 2, 3, 1),
 ];
 
-/// Output and the gradients of `L = sum(conv(x, w, bias) * r)` for a fixed random `r`, either
-/// through [`conv2d`] (`fast`) or through stock `conv2d` + `broadcast_add`.
-fn run(c: &Case, dt: DType, fast: bool) -> Result<[Tensor; 4]> {
+/// Output and the gradients of `L = sum(conv(x, w, bias) * r)` (through a ReLU with `relu`)
+/// for a fixed random `r`, either through [`conv2d`] / [`conv2d_bias_relu`] (`fast`) or
+/// through stock `conv2d` + `broadcast_add` (+ `relu`).
+fn run(c: &Case, dt: DType, fast: bool, relu: bool) -> Result<[Tensor; 4]> {
     let x = Var::from_tensor(&uniform(&[c.b, c.c_in, c.h, c.w], 1, dt)?)?;
     let wt = uniform(&[c.c_out, c.c_in / c.groups, c.kh, c.kw], 2, dt)?;
     let w = Var::from_tensor(&wt)?;
     let bias = Var::from_tensor(&uniform(&[c.c_out], 3, dt)?)?;
-    let y = if fast {
-        conv2d(
-            x.as_tensor(),
-            w.as_tensor(),
-            Some(bias.as_tensor()),
-            c.stride,
-            c.padding,
-            c.groups,
-        )?
-    } else {
-        x.as_tensor()
-            .conv2d(w.as_tensor(), c.padding, c.stride, 1, c.groups)?
-            .broadcast_add(&bias.as_tensor().reshape((1, c.c_out, 1, 1))?)?
+    let (x_, w_, b_) = (x.as_tensor(), w.as_tensor(), bias.as_tensor());
+    let y = match (fast, relu) {
+        (true, false) => conv2d(x_, w_, Some(b_), c.stride, c.padding, c.groups)?,
+        (true, true) => conv2d_bias_relu(x_, w_, b_, c.stride, c.padding, c.groups)?,
+        (false, _) => {
+            let y = x_
+                .conv2d(w_, c.padding, c.stride, 1, c.groups)?
+                .broadcast_add(&b_.reshape((1, c.c_out, 1, 1))?)?;
+            if relu {
+                y.relu()?
+            } else {
+                y
+            }
+        }
     };
     let r = uniform(y.dims(), 4, dt)?;
     let grads = (&y * &r)?.sum_all()?.backward()?;
@@ -125,19 +127,22 @@ fn run(c: &Case, dt: DType, fast: bool) -> Result<[Tensor; 4]> {
     Ok([y.clone(), grad(&x)?, grad(&w)?, grad(&bias)?])
 }
 
+/// [`conv2d`] with a bias, and the fused [`conv2d_bias_relu`], against the stock ops.
 fn check_against_stock(dt: DType, tol: f64) -> Result<()> {
-    for c in &CASES {
-        let fast = run(c, dt, true)?;
-        let stock = run(c, dt, false)?;
-        for (name, (f, s)) in ["output", "grad x", "grad w", "grad bias"]
-            .iter()
-            .zip(fast.iter().zip(&stock))
-        {
-            let err = rel_err(f, s)?;
-            assert!(
-                err <= tol,
-                "{dt:?} {c:?}: {name} relative error {err:e} > {tol:e}"
-            );
+    for relu in [false, true] {
+        for c in &CASES {
+            let fast = run(c, dt, true, relu)?;
+            let stock = run(c, dt, false, relu)?;
+            for (name, (f, s)) in ["output", "grad x", "grad w", "grad bias"]
+                .iter()
+                .zip(fast.iter().zip(&stock))
+            {
+                let err = rel_err(f, s)?;
+                assert!(
+                    err <= tol,
+                    "{dt:?} {c:?} relu {relu}: {name} relative error {err:e} > {tol:e}"
+                );
+            }
         }
     }
     Ok(())
@@ -348,7 +353,7 @@ fn batch_split_between_threads_matches_stock() -> Result<()> {
 /// the output and both gradients (f64).
 fn chunked_matches_stock(c: &Case, budget: usize) -> Result<()> {
     let dt = DType::F64;
-    let stock = run(c, dt, false)?;
+    let stock = run(c, dt, false, false)?;
     let x = Var::from_tensor(&uniform(&[c.b, c.c_in, c.h, c.w], 1, dt)?)?;
     let w = Var::from_tensor(&uniform(&[c.c_out, c.c_in / c.groups, c.kh, c.kw], 2, dt)?)?;
     let op = Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?.with_col_budget(budget);

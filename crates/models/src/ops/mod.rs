@@ -76,7 +76,10 @@ mod tests;
 
 pub use batch_norm::{batch_norm, channel_stats, BatchNorm, ChannelAffine2, ChannelSums};
 pub use bias_relu::{bias_add, bias_relu, bias_relu_slow, BiasAdd, BiasRelu, ChannelSum, ReluMask};
-pub use conv::{conv2d, Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, COL_BUDGET};
+pub use conv::{
+    conv2d, conv2d_bias_relu, Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dBiasRelu,
+    COL_BUDGET,
+};
 pub use few_rows::{linear, MatMulWt, FEW_ROWS};
 pub use gate_mul::{gate_mul, GateGrad, GateMul};
 pub use lrn::{lrn, lrn_slow, Lrn, LrnBackward};
