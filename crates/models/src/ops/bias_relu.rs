@@ -93,6 +93,39 @@ fn channel_sum_typed<T: Real>(xs: &[T], c: usize, plane: usize) -> Vec<T> {
         .collect()
 }
 
+/// The forward pass of [`BiasRelu`] (`RELU`) or [`BiasAdd`] over `(xs, bias)`.
+fn bias_fwd<const RELU: bool>(
+    op: &str,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let (c, plane) = channels_and_plane(l1.shape(), op)?;
+    if l2.shape().dims() != [c] {
+        bail!("{op}: bias shape {:?}, expected ({c})", l2.shape())
+    }
+    let out = dispatch2!(op, s1, l1, s2, l2, |xs, bias| {
+        bias_relu_typed::<RELU, _>(xs, bias, plane)
+    });
+    Ok((out, l1.shape().clone()))
+}
+
+/// The gradients of `xs` and `bias` from the gradient `dy` of `xs + bias` (masked by the ReLU
+/// where there is one), each only when that side is part of the graph.
+pub(super) fn bias_grads(
+    xs: &Tensor,
+    bias: &Tensor,
+    dy: Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let d_bias = if bias.track_op() {
+        Some(dy.apply_op1_no_bwd(&ChannelSum)?)
+    } else {
+        None
+    };
+    Ok((xs.track_op().then_some(dy), d_bias))
+}
+
 impl CustomOp2 for BiasRelu {
     fn name(&self) -> &'static str {
         "zoo-bias-relu"
@@ -105,14 +138,7 @@ impl CustomOp2 for BiasRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (c, plane) = channels_and_plane(l1.shape(), "bias_relu")?;
-        if l2.shape().dims() != [c] {
-            bail!("bias_relu: bias shape {:?}, expected ({c})", l2.shape())
-        }
-        let out = dispatch2!("bias_relu", s1, l1, s2, l2, |xs, bias| {
-            bias_relu_typed::<true, _>(xs, bias, plane)
-        });
-        Ok((out, l1.shape().clone()))
+        bias_fwd::<true>("bias_relu", s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -123,13 +149,7 @@ impl CustomOp2 for BiasRelu {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let masked = res.apply_op2_no_bwd(&grad.contiguous()?, &ReluMask)?;
-        let d_bias = if bias.track_op() {
-            Some(masked.apply_op1_no_bwd(&ChannelSum)?)
-        } else {
-            None
-        };
-        let d_xs = xs.track_op().then_some(masked);
-        Ok((d_xs, d_bias))
+        bias_grads(xs, bias, masked)
     }
 }
 
@@ -145,14 +165,7 @@ impl CustomOp2 for BiasAdd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (c, plane) = channels_and_plane(l1.shape(), "bias_add")?;
-        if l2.shape().dims() != [c] {
-            bail!("bias_add: bias shape {:?}, expected ({c})", l2.shape())
-        }
-        let out = dispatch2!("bias_add", s1, l1, s2, l2, |xs, bias| {
-            bias_relu_typed::<false, _>(xs, bias, plane)
-        });
-        Ok((out, l1.shape().clone()))
+        bias_fwd::<false>("bias_add", s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -162,13 +175,7 @@ impl CustomOp2 for BiasAdd {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let d_bias = if bias.track_op() {
-            Some(grad.apply_op1_no_bwd(&ChannelSum)?)
-        } else {
-            None
-        };
-        Ok((xs.track_op().then_some(grad), d_bias))
+        bias_grads(xs, bias, grad.contiguous()?)
     }
 }
 

@@ -34,8 +34,9 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::bias_relu::bias_grads;
 use super::matmul::{matmul, Mat};
-use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, valid, ChannelSum, Real, ReluMask};
+use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, valid, Real, ReluMask};
 
 /// Most elements one chunk's column matrix may hold (8 MiB of `f32`, one per thread): large
 /// enough for GEMMs with over a thousand columns at AlexNet's shapes, small enough that the
@@ -638,21 +639,11 @@ impl CustomOp3 for Conv2dBiasRelu {
             bail!("{OP}: bias shape {:?}, expected ({})", l3.shape(), d.c_out)
         }
         let plane = d.ho * d.wo;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (x, w) = (contiguous_slice(s1, l1, OP)?, contiguous_slice(s2, l2, OP)?);
-                let mut ys: Vec<f32> = self.conv.fwd_typed(x, w, &d)?;
-                add_bias_relu(&mut ys, contiguous_slice(s3, l3, OP)?, plane);
-                f32::to_storage(ys)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (x, w) = (contiguous_slice(s1, l1, OP)?, contiguous_slice(s2, l2, OP)?);
-                let mut ys: Vec<f64> = self.conv.fwd_typed(x, w, &d)?;
-                add_bias_relu(&mut ys, contiguous_slice(s3, l3, OP)?, plane);
-                f64::to_storage(ys)
-            }
-            _ => bail!("{OP}: unsupported dtypes (f32 or f64, all equal)"),
-        };
+        let out = dispatch3!(OP, s1, l1, s2, l2, s3, l3, |x, w, bias| {
+            let mut ys = self.conv.fwd_typed(x, w, &d)?;
+            add_bias_relu(&mut ys, bias, plane);
+            ys
+        });
         Ok((out, Shape::from((d.b, d.c_out, d.ho, d.wo))))
     }
 
@@ -665,12 +656,8 @@ impl CustomOp3 for Conv2dBiasRelu {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let masked = res.apply_op2_no_bwd(&grad.contiguous()?, &ReluMask)?;
-        let d_bias = if bias.track_op() {
-            Some(masked.apply_op1_no_bwd(&ChannelSum)?)
-        } else {
-            None
-        };
         let (dx, dw) = self.conv.grads(x, weight, &masked)?;
+        let (_, d_bias) = bias_grads(x, bias, masked)?;
         Ok((dx, dw, d_bias))
     }
 }

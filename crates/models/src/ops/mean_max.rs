@@ -154,27 +154,9 @@ impl CustomOp3 for ChannelMeanMaxBackward {
                 l3.shape()
             )
         }
-        let dx = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                f32::to_storage(mean_max_backward_typed(
-                    contiguous_slice::<f32>(s1, l1, OP)?,
-                    contiguous_slice::<f32>(s2, l2, OP)?,
-                    contiguous_slice::<f32>(s3, l3, OP)?,
-                    c,
-                    plane,
-                ))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                f64::to_storage(mean_max_backward_typed(
-                    contiguous_slice::<f64>(s1, l1, OP)?,
-                    contiguous_slice::<f64>(s2, l2, OP)?,
-                    contiguous_slice::<f64>(s3, l3, OP)?,
-                    c,
-                    plane,
-                ))
-            }
-            _ => bail!("{OP}: unsupported dtypes (f32 or f64, all equal)"),
-        };
+        let dx = dispatch3!(OP, s1, l1, s2, l2, s3, l3, |x, o, g| {
+            mean_max_backward_typed(x, o, g, c, plane)
+        });
         Ok((dx, l1.shape().clone()))
     }
 }
@@ -283,25 +265,9 @@ impl CustomOp3 for SpatialMeanMaxBackward {
                 l3.shape()
             )
         }
-        let dx = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                f32::to_storage(plane_mean_max_backward_typed(
-                    contiguous_slice::<f32>(s1, l1, OP)?,
-                    contiguous_slice::<f32>(s2, l2, OP)?,
-                    contiguous_slice::<f32>(s3, l3, OP)?,
-                    plane,
-                ))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                f64::to_storage(plane_mean_max_backward_typed(
-                    contiguous_slice::<f64>(s1, l1, OP)?,
-                    contiguous_slice::<f64>(s2, l2, OP)?,
-                    contiguous_slice::<f64>(s3, l3, OP)?,
-                    plane,
-                ))
-            }
-            _ => bail!("{OP}: unsupported dtypes (f32 or f64, all equal)"),
-        };
+        let dx = dispatch3!(OP, s1, l1, s2, l2, s3, l3, |x, o, g| {
+            plane_mean_max_backward_typed(x, o, g, plane)
+        });
         Ok((dx, l1.shape().clone()))
     }
 }

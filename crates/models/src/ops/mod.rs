@@ -36,6 +36,35 @@ macro_rules! dispatch2 {
     };
 }
 
+/// Dispatches a typed kernel over three CPU storages of the same float dtype: `$a`, `$b`, `$c`
+/// are their contiguous slices, `$body` returns the output `Vec`.
+macro_rules! dispatch3 {
+    ($op:expr, $s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr,
+     |$a:ident, $b:ident, $c:ident| $body:expr) => {
+        match ($s1, $s2, $s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let $a = contiguous_slice::<f32>($s1, $l1, $op)?;
+                let $b = contiguous_slice::<f32>($s2, $l2, $op)?;
+                let $c = contiguous_slice::<f32>($s3, $l3, $op)?;
+                f32::to_storage($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let $a = contiguous_slice::<f64>($s1, $l1, $op)?;
+                let $b = contiguous_slice::<f64>($s2, $l2, $op)?;
+                let $c = contiguous_slice::<f64>($s3, $l3, $op)?;
+                f64::to_storage($body)
+            }
+            (a, b, c) => bail!(
+                "{}: unsupported dtypes {:?}/{:?}/{:?} (f32 or f64, all equal)",
+                $op,
+                a.dtype(),
+                b.dtype(),
+                c.dtype()
+            ),
+        }
+    };
+}
+
 /// Dispatches a typed kernel over one CPU storage of a float dtype: `$a` is its contiguous
 /// slice, `$body` returns the output `Vec`.
 macro_rules! dispatch1 {
