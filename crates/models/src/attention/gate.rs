@@ -108,12 +108,13 @@ impl Conv1x1 {
 }
 
 /// Several 1x1 convolutions of the same feature map as one: their weights (and biases)
-/// stacked into one convolution, whose output is split back per convolution. One larger
-/// product instead of several small ones, and one input gradient instead of a sum of several.
+/// stacked into one convolution whose output channels are theirs one after the other. One
+/// larger product instead of several small ones, and one input gradient instead of a sum of
+/// several.
 ///
 /// # Shapes
-/// `xs`: `(B, c_in, H, W)` -> one `(B, c_out_i, H, W)` per convolution (views of one tensor).
-pub(crate) fn forward_maps(convs: &[&Conv1x1], xs: &Tensor) -> Result<Vec<Tensor>> {
+/// `xs`: `(B, c_in, H, W)` -> `(B, sum of c_out, H, W)`.
+pub(crate) fn stacked_map(convs: &[&Conv1x1], xs: &Tensor) -> Result<Tensor> {
     let dtype = xs.dtype();
     let weights = convs
         .iter()
@@ -124,16 +125,7 @@ pub(crate) fn forward_maps(convs: &[&Conv1x1], xs: &Tensor) -> Result<Vec<Tensor
         .map(|c| c.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose())
         .collect::<Result<Option<Vec<_>>>>()?;
     let bias = biases.map(|b| Tensor::cat(&b, 0)).transpose()?;
-    let ys = conv2d(xs, &Tensor::cat(&weights, 0)?, bias.as_ref(), 1, 0, 1)?;
-    let mut start = 0;
-    convs
-        .iter()
-        .map(|c| {
-            let y = ys.narrow(1, start, c.c_out);
-            start += c.c_out;
-            y
-        })
-        .collect()
+    conv2d(xs, &Tensor::cat(&weights, 0)?, bias.as_ref(), 1, 0, 1)
 }
 
 /// `torch.nn.BatchNorm2d` (eps `1e-5`, momentum `0.1`).

@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use zoo_card::{make_divisible, AttentionModule};
 
-use super::gate::{forward_maps, BatchNorm2d, Conv1x1};
+use super::gate::{stacked_map, BatchNorm2d, Conv1x1};
 use super::{macs, Attention};
 use crate::describe::Cost;
 
@@ -79,16 +79,10 @@ impl Attention for NonLocalAttn {
             )
         }
         let hw = h * w;
-        // (B, C', HW) each, from one stacked convolution.
-        let maps = forward_maps(&[&self.t, &self.p, &self.g], xs)?;
-        let flat = |m: &Tensor| m.contiguous()?.reshape((b, self.rd, hw));
-        let (t, p, g) = (flat(&maps[0])?, flat(&maps[1])?, flat(&maps[2])?);
-        // (B, HW, C') x (B, C', HW) -> (B, HW, HW); softmax over the last axis.
-        let logits = (t.transpose(1, 2)?.contiguous()?.matmul(&p)? * self.scale)?;
-        let attn = candle_nn::ops::softmax(&logits, 2)?;
-        // (B, HW, HW) x (B, HW, C') -> (B, HW, C') -> (B, C', H, W).
-        let ys = attn.matmul(&g.transpose(1, 2)?.contiguous()?)?;
-        let ys = ys.transpose(1, 2)?.reshape((b, self.rd, h, w))?;
+        // t, p and g, (B, C', HW) each, stacked as (B, 3C', HW) by one convolution; then
+        // g softmax_last(t^T p * scale)^T, (B, C', HW).
+        let tpg = stacked_map(&[&self.t, &self.p, &self.g], xs)?.reshape((b, 3 * self.rd, hw))?;
+        let ys = crate::ops::attention_core(&tpg, self.scale)?.reshape((b, self.rd, h, w))?;
         let ys = self.norm.forward_t(&self.z.forward_map(&ys)?, train)?;
         if self.strength == 1.0 {
             xs + ys

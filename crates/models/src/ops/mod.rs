@@ -87,6 +87,7 @@ macro_rules! dispatch1 {
     };
 }
 
+mod attention_core;
 mod batch_norm;
 mod bias_relu;
 mod conv;
@@ -103,6 +104,9 @@ mod mean_max;
 #[cfg(test)]
 mod tests;
 
+pub use attention_core::{
+    attention_core, attention_core_slow, AttentionCore, AttentionCoreBackward,
+};
 pub use batch_norm::{batch_norm, channel_stats, BatchNorm, ChannelAffine2, ChannelSums};
 pub use bias_relu::{bias_add, bias_relu, bias_relu_slow, BiasAdd, BiasRelu, ChannelSum, ReluMask};
 pub use conv::{
@@ -166,6 +170,7 @@ pub(crate) trait Real: WithDType + std::ops::Neg<Output = Self> {
     fn is_nan(self) -> bool;
     fn powf(self, e: Self) -> Self;
     fn sqrt(self) -> Self;
+    fn exp(self) -> Self;
     fn to_storage(v: Vec<Self>) -> CpuStorage {
         Self::to_cpu_storage_owned(v)
     }
@@ -188,6 +193,10 @@ macro_rules! real {
             #[inline]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
+            }
+            #[inline]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
             }
         }
     };
