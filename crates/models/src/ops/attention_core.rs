@@ -198,7 +198,7 @@ impl CustomOp2 for AttentionCoreBackward {
 /// `f32`/`f64` the fused op (half precision in `f32`); elsewhere [`attention_core_slow`].
 pub fn attention_core(tpg: &Tensor, scale: f64) -> Result<Tensor> {
     dims(tpg.shape(), "attention core")?;
-    if !(scale > 0.0) {
+    if scale.is_nan() || scale <= 0.0 {
         bail!("attention core: the scale must be positive, got {scale}")
     }
     in_f32_on_cpu(tpg, |tpg| {
