@@ -1,9 +1,10 @@
 //! zoo's CPU `conv2d` (chunked im2col + matmul, own backward) against Candle's stock
-//! `Tensor::conv2d` and its autograd, forward and forward plus backward, at AlexNet's shapes.
+//! `Tensor::conv2d` and its autograd, forward and forward plus backward, at AlexNet's shapes; and
+//! the backbone layer's fused `conv2d_bias_relu` against `conv2d` followed by `bias_relu`.
 use candle_core::{Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
-use zoo_models::ops::conv2d;
+use zoo_models::ops::{bias_relu, conv2d, conv2d_bias_relu};
 
 /// One layer: `c_in -> c_out`, square `kernel`, `stride`, `padding`, on a `side x side` input.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +59,22 @@ fn fast(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
     conv2d(x, w, None, l.stride, l.padding, 1)
 }
 
+/// A constant bias for the fused layer (the benchmark differentiates input and weight).
+fn bias(w: &Tensor) -> Result<Tensor> {
+    Tensor::full(0.1f32, w.dim(0)?, w.device())
+}
+
+fn conv_then_bias_relu(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
+    bias_relu(
+        &conv2d(x, w, None, l.stride, l.padding, 1)?,
+        Some(&bias(w)?),
+    )
+}
+
+fn fused_bias_relu(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
+    conv2d_bias_relu(x, w, &bias(w)?, l.stride, l.padding, 1)
+}
+
 /// `sum(conv(x, w))` backpropagated to both `x` and `w`; returns the weight gradient so nothing
 /// is optimised away.
 fn fwd_bwd(conv: Conv, x: &Var, w: &Var, l: &Layer) -> Result<Tensor> {
@@ -86,7 +103,12 @@ fn bench_layers(cr: &mut Criterion, name: &str, layers: &[Layer], batch: usize) 
             "{batch}x{}x{}x{}_k{}s{}p{}_to{}",
             l.c_in, l.side, l.side, l.kernel, l.stride, l.padding, l.c_out
         );
-        for (label, conv) in [("stock", stock as Conv), ("zoo", fast as Conv)] {
+        for (label, conv) in [
+            ("stock", stock as Conv),
+            ("zoo", fast as Conv),
+            ("zoo_then_bias_relu", conv_then_bias_relu as Conv),
+            ("zoo_bias_relu_fused", fused_bias_relu as Conv),
+        ] {
             // Fail loudly up front rather than timing an error path.
             conv(&x, &w, l)?;
             fwd_bwd(conv, &xv, &wv, l)?;

@@ -1,12 +1,14 @@
 //! zoo's AlexNet ops on the CPU at AlexNet's shapes: the fast custom ops (forward, and forward
 //! plus backward) against their stock-op `*_slow` references, the few-rows linear layer against
-//! Candle's matmul, and the attention descriptor and gate against the stock ops they replace.
+//! Candle's matmul, and the attention descriptors, gates, batch norm and non-local core against
+//! the stock ops they replace.
 use candle_core::{Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use zoo_models::ops::{
-    bias_relu, bias_relu_slow, channel_mean_max, channel_mean_max_slow, gate_mul, linear, lrn,
-    lrn_slow, max_pool2d, max_pool2d_slow, spatial_mean_max, spatial_mean_max_slow, FEW_ROWS,
+    attention_core, attention_core_slow, batch_norm, bias_relu, bias_relu_slow, channel_mean_max,
+    channel_mean_max_slow, channel_stats, gate_mul, linear, lrn, lrn_slow, max_pool2d,
+    max_pool2d_slow, spatial_mean_max, spatial_mean_max_slow, FEW_ROWS,
 };
 
 /// Batch size of every benchmark input.
@@ -195,12 +197,74 @@ fn bench_attention_ops(cr: &mut Criterion) -> Result<()> {
     Ok(())
 }
 
+/// Training-mode batch norm (batch statistics) with weight and bias of ones and zeros.
+fn batch_norm_fused(x: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let (w, b) = (
+        Tensor::ones(c, x.dtype(), x.device())?,
+        Tensor::zeros(c, x.dtype(), x.device())?,
+    );
+    let (mean, var) = channel_stats(x)?;
+    batch_norm(x, &w, &b, (&mean, &var), 1e-5, true)
+}
+
+/// The same through candle-nn's `BatchNorm` (stock ops).
+fn batch_norm_stock(x: &Tensor) -> Result<Tensor> {
+    use candle_nn::ModuleT;
+    let c = x.dim(1)?;
+    let ones = Tensor::ones(c, x.dtype(), x.device())?;
+    let zeros = Tensor::zeros(c, x.dtype(), x.device())?;
+    candle_nn::BatchNorm::new(c, zeros.clone(), ones.clone(), ones, zeros, 1e-5)?.forward_t(x, true)
+}
+
+/// Non-local's `(B, 3C', N)` projections at alexnet-cifar's late stages (C' = 48, 7x7) and at a
+/// 15x15 map.
+const CORE_SHAPES: [(usize, usize); 2] = [(48, 49), (24, 225)];
+
+fn bench_fused_blocks(cr: &mut Criterion) -> Result<()> {
+    let mut group = cr.benchmark_group("fused_blocks");
+    group.sample_size(10);
+    for (c, h, w) in ATTENTION_SHAPES {
+        let var = Var::from_tensor(&input(c, h, w)?)?;
+        let id = format!("{BATCH}x{c}x{h}x{w}");
+        fwd_bwd(&var, batch_norm_fused)?;
+        group.bench_with_input(BenchmarkId::new("batch_norm_fwd_bwd", &id), &var, |b, v| {
+            b.iter(|| black_box(fwd_bwd(v, batch_norm_fused)))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("batch_norm_stock_fwd_bwd", &id),
+            &var,
+            |b, v| b.iter(|| black_box(fwd_bwd(v, batch_norm_stock))),
+        );
+    }
+    for (c, n) in CORE_SHAPES {
+        let tpg = Tensor::randn(0f32, 1f32, (BATCH, 3 * c, n), &Device::Cpu)?;
+        let var = Var::from_tensor(&tpg)?;
+        let id = format!("{BATCH}x{}x{n}", 3 * c);
+        let scale = 1.0 / (8.0 * c as f64).sqrt();
+        fwd_bwd(&var, |x| attention_core(x, scale))?;
+        group.bench_with_input(
+            BenchmarkId::new("attention_core_fwd_bwd", &id),
+            &var,
+            |b, v| b.iter(|| black_box(fwd_bwd(v, |x| attention_core(x, scale)))),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("attention_core_slow_fwd_bwd", &id),
+            &var,
+            |b, v| b.iter(|| black_box(fwd_bwd(v, |x| attention_core_slow(x, scale)))),
+        );
+    }
+    group.finish();
+    Ok(())
+}
+
 fn ops(cr: &mut Criterion) {
     let all = bench_max_pool(cr)
         .and_then(|()| bench_lrn(cr))
         .and_then(|()| bench_bias_relu(cr))
         .and_then(|()| bench_linear(cr))
-        .and_then(|()| bench_attention_ops(cr));
+        .and_then(|()| bench_attention_ops(cr))
+        .and_then(|()| bench_fused_blocks(cr));
     if let Err(e) = all {
         eprintln!("ops bench failed: {e}");
         std::process::exit(1);
