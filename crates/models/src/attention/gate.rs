@@ -5,8 +5,7 @@
 //! (`out = x * (1 - s + s * gate)`), which timm does not have: at `s == 1` it is exactly timm's
 //! `x * gate`.
 
-use candle_core::Var;
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{BatchNorm, Init, ModuleT, VarBuilder};
 
 use crate::ops::conv2d;

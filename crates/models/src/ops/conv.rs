@@ -611,7 +611,7 @@ impl Conv2d {
 /// layer of the AlexNet backbone. Against [`Conv2d`] followed by [`super::bias_relu`] it adds
 /// the bias and clips in place on the product, and leaves no pre-activation tensor in the graph,
 /// whose gradient Candle would accumulate into a zeroed buffer of its own. The backward masks the
-/// output gradient ([`ReluMask`]), sums it per channel for the bias ([`ChannelSum`]) and runs
+/// output gradient ([`ReluMask`]), sums it per channel for the bias ([`super::ChannelSum`]) and runs
 /// [`Conv2d`]'s two backward ops on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dBiasRelu {
