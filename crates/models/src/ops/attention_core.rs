@@ -227,20 +227,8 @@ pub fn attention_core_slow(tpg: &Tensor, scale: f64) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::tests::{max_abs_diff, wave};
-    use candle_core::{DType, Var};
-
-    /// Output and `dL/dtpg` of `L = sum(op(tpg) * r)`.
-    fn out_and_grad(op: impl Fn(&Tensor) -> Result<Tensor>, tpg: &Tensor) -> Result<[Tensor; 2]> {
-        let v = Var::from_tensor(tpg)?;
-        let y = op(v.as_tensor())?;
-        let r = wave(y.dims(), 1.7, y.dtype())?;
-        let grads = (&y * &r)?.sum_all()?.backward()?;
-        match grads.get(v.as_tensor()) {
-            Some(g) => Ok([y, g.clone()]),
-            None => bail!("no gradient"),
-        }
-    }
+    use crate::ops::tests::{assert_close, wave};
+    use candle_core::DType;
 
     #[test]
     fn matches_the_stock_ops_with_gradients() -> Result<()> {
@@ -249,18 +237,14 @@ mod tests {
             for (b, c, n) in [(3, 8, 49), (2, 4, 1), (1, 1, 5), (2, 3, 13)] {
                 let tpg = (wave(&[b, 3 * c, n], 0.4, dtype)? * 2.0)?;
                 for scale in [0.125, 1.0] {
-                    let fast = out_and_grad(|x| attention_core(x, scale), &tpg)?;
-                    let slow = out_and_grad(|x| attention_core_slow(x, scale), &tpg)?;
                     let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
-                    for (what, (f, s)) in ["output", "gradient"].iter().zip(fast.iter().zip(&slow))
-                    {
-                        assert_eq!(f.dims(), s.dims());
-                        let d = max_abs_diff(f, s)?;
-                        assert!(
-                            d <= tol,
-                            "({b}, {c}, {n}) {dtype:?} scale {scale}: {what} off by {d}"
-                        );
-                    }
+                    assert_close(
+                        &move |x| attention_core(x, scale),
+                        &move |x| attention_core_slow(x, scale),
+                        &tpg,
+                        tol,
+                        &format!("({b}, {c}, {n}) {dtype:?} scale {scale}"),
+                    )?;
                 }
             }
         }

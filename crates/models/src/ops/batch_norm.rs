@@ -384,29 +384,9 @@ pub fn batch_norm(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::tests::{max_abs_diff, wave};
-    use candle_core::{DType, Device, Var};
+    use crate::ops::tests::{assert_each_close, out_and_grads, wave};
+    use candle_core::{DType, Device};
     use candle_nn::ModuleT;
-
-    /// Output and the gradients of input, weight and bias of `L = sum(op(x, w, b) * r)`.
-    fn out_and_grads3(
-        op: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
-        [x, w, b]: [&Tensor; 3],
-    ) -> Result<[Tensor; 4]> {
-        let (x, w, b) = (
-            Var::from_tensor(x)?,
-            Var::from_tensor(w)?,
-            Var::from_tensor(b)?,
-        );
-        let out = op(x.as_tensor(), w.as_tensor(), b.as_tensor())?;
-        let r = wave(out.dims(), 1.3, out.dtype())?;
-        let grads = (&out * &r)?.sum_all()?.backward()?;
-        let grad = |v: &Var| match grads.get(v.as_tensor()) {
-            Some(g) => Ok(g.clone()),
-            None => bail!("missing gradient"),
-        };
-        Ok([out, grad(&x)?, grad(&w)?, grad(&b)?])
-    }
 
     /// Against candle-nn's `BatchNorm` (stock ops): training with batch statistics and
     /// evaluation with running ones, outputs and all three gradients, odd shapes, a single
@@ -424,44 +404,38 @@ mod tests {
                     (wave(&[c], 0.4, dtype)?.abs()? + 0.5)?,
                 );
                 for train in [true, false] {
-                    let fast = out_and_grads3(
-                        |x, w, b| {
+                    let fast = out_and_grads(
+                        |t| {
                             let (mean, var) = if train {
-                                channel_stats(x)?
+                                channel_stats(&t[0])?
                             } else {
                                 let f = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
                                 (f(&rm)?, f(&rv)?)
                             };
-                            batch_norm(x, w, b, (&mean, &var), 1e-5, train)
+                            batch_norm(&t[0], &t[1], &t[2], (&mean, &var), 1e-5, train)
                         },
-                        [&x, &w, &b],
+                        &[&x, &w, &b],
+                        1.3,
                     )?;
-                    let slow = out_and_grads3(
-                        |x, w, b| {
+                    let slow = out_and_grads(
+                        |t| {
                             let bn = candle_nn::BatchNorm::new(
                                 c,
                                 rm.copy()?,
                                 rv.copy()?,
-                                w.clone(),
-                                b.clone(),
+                                t[1].clone(),
+                                t[2].clone(),
                                 1e-5,
                             )?;
-                            bn.forward_t(x, train)
+                            bn.forward_t(&t[0], train)
                         },
-                        [&x, &w, &b],
+                        &[&x, &w, &b],
+                        1.3,
                     )?;
                     let tol = if dtype == DType::F32 { 2e-5 } else { 1e-11 };
-                    for (what, (f, s)) in ["output", "input grad", "weight grad", "bias grad"]
-                        .iter()
-                        .zip(fast.iter().zip(&slow))
-                    {
-                        assert_eq!(f.dims(), s.dims(), "{what}");
-                        let d = max_abs_diff(f, s)?;
-                        assert!(
-                            d <= tol,
-                            "{shape:?} {dtype:?} train {train}: {what} off by {d}"
-                        );
-                    }
+                    let names = ["output", "input grad", "weight grad", "bias grad"];
+                    let what = format!("{shape:?} {dtype:?} train {train}");
+                    assert_each_close(&names, &fast, &slow, tol, &what)?;
                 }
             }
         }

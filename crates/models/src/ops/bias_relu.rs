@@ -307,7 +307,7 @@ mod tests {
     #[test]
     fn bias_add_matches_broadcast_add_in_output_and_both_gradients() -> Result<()> {
         use super::bias_add;
-        use crate::ops::tests::out_and_grads2;
+        use crate::ops::tests::{assert_each_close, out_and_grads2};
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
             for shape in [[1, 3, 5, 7], [4, 16, 13, 13], [2, 1, 1, 1], [3, 5, 2, 9]] {
                 let xs = wave(&shape, 0.0, dtype)?;
@@ -319,13 +319,9 @@ mod tests {
                     &bias,
                     0.3,
                 )?;
-                for (what, (a, b)) in ["output", "input gradient", "bias gradient"]
-                    .iter()
-                    .zip(fast.iter().zip(&slow))
-                {
-                    let d = max_diff(a, b)?;
-                    assert!(d <= tol, "{what} {shape:?} {dtype:?}: max diff {d}");
-                }
+                let names = ["output", "input gradient", "bias gradient"];
+                let what = format!("{shape:?} {dtype:?}");
+                assert_each_close(&names, &fast, &slow, tol, &what)?;
             }
         }
         assert!(bias_add(

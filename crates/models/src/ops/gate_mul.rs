@@ -209,7 +209,7 @@ pub fn gate_mul(xs: &Tensor, gate: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::tests::{max_abs_diff, out_and_grads2, wave};
+    use crate::ops::tests::{assert_each_close, max_abs_diff, out_and_grads2, wave};
     use candle_core::{DType, Device, Var};
 
     #[test]
@@ -226,16 +226,9 @@ mod tests {
                 let fast = out_and_grads2(gate_mul, &x, &g, 1.3)?;
                 let slow = out_and_grads2(|x, g| x.broadcast_mul(g), &x, &g, 1.3)?;
                 let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
-                for (what, (f, s)) in ["output", "input grad", "gate grad"]
-                    .iter()
-                    .zip(fast.iter().zip(&slow))
-                {
-                    assert_eq!(f.dims(), s.dims(), "{what}");
-                    assert!(
-                        max_abs_diff(f, s)? <= tol,
-                        "{xs:?} x {gate:?} {dtype:?}: {what}"
-                    );
-                }
+                let names = ["output", "input grad", "gate grad"];
+                let what = format!("{xs:?} x {gate:?} {dtype:?}");
+                assert_each_close(&names, &fast, &slow, tol, &what)?;
             }
         }
         Ok(())

@@ -1,5 +1,5 @@
 //! Fast ops vs their stock-op twins, naive loops and finite differences; argument errors.
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -17,13 +17,9 @@ fn distinct(shape: (usize, usize, usize, usize), seed: u64, dtype: DType) -> Res
 }
 
 /// Uniform values in `[-scale, scale)`.
-fn uniform(
-    shape: (usize, usize, usize, usize),
-    seed: u64,
-    scale: f64,
-    dt: DType,
-) -> Result<Tensor> {
-    let n = shape.0 * shape.1 * shape.2 * shape.3;
+fn uniform(shape: impl Into<Shape>, seed: u64, scale: f64, dt: DType) -> Result<Tensor> {
+    let shape = shape.into();
+    let n = shape.elem_count();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let v: Vec<f64> = (0..n)
         .map(|_| scale * (2.0 * rng.random::<f64>() - 1.0))
@@ -48,30 +44,68 @@ pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
         .to_scalar::<f64>()
 }
 
-/// Output and the gradients of both inputs of `L = sum(op(a, b) * wave)`, `a` and `b` as
-/// variables: the check every two-input op runs against its stock counterpart.
+/// The output and the gradient of every input of `L = sum(op(inputs) * wave)`, the inputs as
+/// variables: the check every multi-input op runs against its stock counterpart.
+pub(super) fn out_and_grads(
+    op: impl Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[&Tensor],
+    phase: f64,
+) -> Result<Vec<Tensor>> {
+    let vars = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t))
+        .collect::<Result<Vec<_>>>()?;
+    let args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let out = op(&args)?;
+    let r = wave(out.dims(), phase, out.dtype())?;
+    let grads = (&out * &r)?.sum_all()?.backward()?;
+    let mut all = vec![out];
+    for v in &vars {
+        match grads.get(v.as_tensor()) {
+            Some(g) => all.push(g.clone()),
+            None => candle_core::bail!("missing gradient"),
+        }
+    }
+    Ok(all)
+}
+
+/// [`out_and_grads`] of a two-input op.
 pub(super) fn out_and_grads2(
     op: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
     a: &Tensor,
     b: &Tensor,
     phase: f64,
-) -> Result<[Tensor; 3]> {
-    let (av, bv) = (Var::from_tensor(a)?, Var::from_tensor(b)?);
-    let out = op(av.as_tensor(), bv.as_tensor())?;
-    let r = wave(out.dims(), phase, a.dtype())?;
-    let grads = (&out * &r)?.sum_all()?.backward()?;
-    let (Some(ga), Some(gb)) = (grads.get(av.as_tensor()), grads.get(bv.as_tensor())) else {
-        candle_core::bail!("missing gradients")
-    };
-    Ok([out, ga.clone(), gb.clone()])
+) -> Result<Vec<Tensor>> {
+    out_and_grads(|t| op(&t[0], &t[1]), &[a, b], phase)
+}
+
+/// Each of `fast` has the shape of, and lies within `tol` of, the same entry of `slow`; `names`
+/// says what each entry is, `what` the case.
+pub(super) fn assert_each_close(
+    names: &[&str],
+    fast: &[Tensor],
+    slow: &[Tensor],
+    tol: f64,
+    what: &str,
+) -> Result<()> {
+    assert_eq!(
+        (fast.len(), slow.len()),
+        (names.len(), names.len()),
+        "{what}"
+    );
+    for ((name, f), s) in names.iter().zip(fast).zip(slow) {
+        assert_eq!(f.dims(), s.dims(), "{what}: {name}");
+        let d = max_abs_diff(f, s)?;
+        assert!(d <= tol, "{what}: {name} off by {d}");
+    }
+    Ok(())
 }
 
 /// Output and `dL/dx` of `L = sum(op(x) * w)` for fixed random weights `w`.
 fn out_and_grad(op: &Op, x: &Tensor, seed: u64) -> Result<(Tensor, Tensor)> {
     let var = Var::from_tensor(x)?;
     let out = op(var.as_tensor())?;
-    let (b, c, h, w) = out.dims4()?;
-    let weights = uniform((b, c, h, w), seed, 1.0, x.dtype())?;
+    let weights = uniform(out.dims(), seed, 1.0, x.dtype())?;
     let grads = (&out * &weights)?.sum_all()?.backward()?;
     let Some(g) = grads.get(var.as_tensor()) else {
         panic!("no gradient for the input")
