@@ -205,7 +205,7 @@ impl ModuleT for ZooModel {
                 xs = a.forward_t(&xs, train)?;
             }
             if let Some(p) = &stage.pool {
-                xs = ops::max_pool2d(&xs, p.kernel, p.stride, p.padding)?;
+                xs = ops::max_pool2d_t(&xs, p.kernel, p.stride, p.padding, train)?;
             }
         }
         for a in &self.head_attention {

@@ -4,13 +4,16 @@
 //! [`MaxPool2dBackward`], over `(input, grad_output)` that recomputes each window's argmax (the
 //! first maximum in row-major window order, as PyTorch picks it) and scatters the output
 //! gradient into the input gradient, summing where windows overlap. Nothing is stored between
-//! the two passes. Both ops run on the CPU (rayon over the `B * C` planes, `f32` and `f64`) and,
-//! with the `cuda` feature, on CUDA (`cuda/max_pool.cu`: `f32`, `f64`, `f16`, `bf16`; the
-//! backward gathers per input element, so it needs no atomics and is deterministic).
+//! the two passes, except in training on the CPU ([`max_pool2d_t`]): there the forward pass
+//! keeps each window's argmax and the backward only scatters (`Saving`). Both ops run on the
+//! CPU (rayon over the `B * C` planes, `f32` and `f64`) and, with the `cuda` feature, on CUDA
+//! (`cuda/max_pool.cu`: `f32`, `f64`, `f16`, `bf16`; the backward gathers per input element, so
+//! it needs no atomics and is deterministic).
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::hint::select_unpredictable;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{check_input, contiguous_slice, in_f32_on_cpu, valid, Real};
 
@@ -78,7 +81,12 @@ impl MaxPool2d {
         Ok((padded - self.kernel) / self.stride + 1)
     }
 
+    /// The geometry of `h x w` planes; an error for planes over `u32::MAX` elements (window
+    /// argmaxes are `u32` plane indices).
     fn plane(&self, h: usize, w: usize) -> Result<Plane> {
+        if h.checked_mul(w).is_none_or(|n| u32::try_from(n).is_err()) {
+            bail!("max_pool2d: a {h}x{w} plane has more than 2^32 elements")
+        }
         Ok(Plane {
             h,
             w,
@@ -132,32 +140,57 @@ impl MaxPool2d {
         }
     }
 
-    /// Scatters the output gradient to each window's argmax: the first maximum in row-major
-    /// order, a later NaN replacing it, exactly as PyTorch's CPU kernel picks it. `best` and `arg`
-    /// are one output row of running maxima and their indices within the plane.
+    /// Each window's maximum in `best` and its index within the plane in `arg`, for the windows
+    /// of output row `oi`: the first maximum in row-major order, a later NaN replacing it,
+    /// exactly as PyTorch's CPU kernel picks it (an all -inf window keeps its first element).
+    fn argmax_row<T: Real>(
+        &self,
+        src: &[T],
+        oi: usize,
+        p: &Plane,
+        best: &mut [T],
+        arg: &mut [u32],
+    ) {
+        best.fill(T::NEG_INF);
+        let i0 = self.range(oi, p.h).0;
+        // Indices as u32 (planes are checked to fit by `Self::plane`): the running maxima and
+        // their indices then fill vector lanes of one width.
+        for (oj, a) in arg.iter_mut().enumerate() {
+            *a = (i0 * p.w + self.range(oj, p.w).0) as u32;
+        }
+        self.for_window_columns(oi, p, |i, outs, c0| {
+            let first = i * p.w + c0;
+            let vals = src[first..(i + 1) * p.w].iter().step_by(self.stride);
+            let idxs = (first as u32..).step_by(self.stride);
+            let (best, arg) = (&mut best[outs.clone()], &mut arg[outs]);
+            for ((b, a), (&v, idx)) in best.iter_mut().zip(arg).zip(vals.zip(idxs)) {
+                let better = v > *b || v.is_nan();
+                *b = select_unpredictable(better, v, *b);
+                *a = select_unpredictable(better, idx, *a);
+            }
+        });
+    }
+
+    /// [`Self::fwd_plane`]'s maxima (the same values), with each window's argmax as
+    /// [`Self::argmax_row`] picks it written to `argmax`.
+    fn fwd_plane_argmax<T: Real>(&self, src: &[T], dst: &mut [T], argmax: &mut [u32], p: &Plane) {
+        let rows = dst
+            .chunks_exact_mut(p.wo)
+            .zip(argmax.chunks_exact_mut(p.wo));
+        for (oi, (out, ids)) in rows.enumerate() {
+            self.argmax_row(src, oi, p, out, ids);
+        }
+    }
+
+    /// Scatters the output gradient to each window's argmax (recomputed, see
+    /// [`Self::argmax_row`]).
     fn bwd_plane<T: Real>(&self, src: &[T], grad: &[T], dst: &mut [T], p: &Plane) {
         let mut best = vec![T::NEG_INF; p.wo];
-        let mut arg = vec![0usize; p.wo];
+        let mut arg = vec![0u32; p.wo];
         for (oi, g) in grad.chunks_exact(p.wo).enumerate() {
-            best.fill(T::NEG_INF);
-            // An all -inf window keeps its first element, as PyTorch does.
-            let i0 = self.range(oi, p.h).0;
-            for (oj, a) in arg.iter_mut().enumerate() {
-                *a = i0 * p.w + self.range(oj, p.w).0;
-            }
-            self.for_window_columns(oi, p, |i, outs, c0| {
-                let first = i * p.w + c0;
-                let vals = src[first..(i + 1) * p.w].iter().step_by(self.stride);
-                let idxs = (first..).step_by(self.stride);
-                let (best, arg) = (&mut best[outs.clone()], &mut arg[outs]);
-                for ((b, a), (&v, idx)) in best.iter_mut().zip(arg).zip(vals.zip(idxs)) {
-                    let better = v > *b || v.is_nan();
-                    *b = select_unpredictable(better, v, *b);
-                    *a = select_unpredictable(better, idx, *a);
-                }
-            });
+            self.argmax_row(src, oi, p, &mut best, &mut arg);
             for (&a, &g) in arg.iter().zip(g) {
-                dst[a] += g;
+                dst[a as usize] += g;
             }
         }
     }
@@ -169,6 +202,23 @@ impl MaxPool2d {
             .zip(xs.par_chunks(n_in))
             .for_each(|(dst, src)| self.fwd_plane(src, dst, p));
         out
+    }
+
+    fn fwd_argmax_typed<T: Real>(
+        &self,
+        xs: &[T],
+        b: usize,
+        c: usize,
+        p: &Plane,
+    ) -> (Vec<T>, Vec<u32>) {
+        let (n_in, n_out) = (p.h * p.w, p.ho * p.wo);
+        let mut out = vec![T::ZERO; b * c * n_out];
+        let mut argmax = vec![0u32; b * c * n_out];
+        out.par_chunks_mut(n_out)
+            .zip(argmax.par_chunks_mut(n_out))
+            .zip(xs.par_chunks(n_in))
+            .for_each(|((dst, ids), src)| self.fwd_plane_argmax(src, dst, ids, p));
+        (out, argmax)
     }
 
     fn bwd_typed<T: Real>(&self, xs: &[T], grad: &[T], b: usize, c: usize, p: &Plane) -> Vec<T> {
@@ -214,6 +264,93 @@ impl CustomOp1 for MaxPool2d {
         let arg = arg.contiguous()?;
         let dx = arg.apply_op2_no_bwd(&grad, &MaxPool2dBackward(*self))?;
         Ok(Some(dx))
+    }
+}
+
+/// [`MaxPool2d`] on the CPU that keeps each window's argmax (one `u32` per output) from its
+/// forward pass, so that its backward only scatters the gradient ([`Scatter`]) instead of reading
+/// every window of the input again (the recomputation was about 6% of an AlexNet training step).
+/// [`max_pool2d_t`] uses it in training.
+#[derive(Debug)]
+struct Saving {
+    pool: MaxPool2d,
+    argmax: Mutex<Option<Arc<Vec<u32>>>>,
+}
+
+impl CustomOp1 for Saving {
+    fn name(&self) -> &'static str {
+        "zoo-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let p = self.pool.plane(h, w)?;
+        let shape = Shape::from((b, c, p.ho, p.wo));
+        let mut saved = self.argmax.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = dispatch1!("max_pool2d", storage, layout, |xs| {
+            let (out, argmax) = self.pool.fwd_argmax_typed(xs, b, c, &p);
+            *saved = Some(Arc::new(argmax));
+            out
+        });
+        Ok((out, shape))
+    }
+
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let saved = self
+            .argmax
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(argmax) = saved else {
+            return self.pool.bwd(arg, res, grad_res);
+        };
+        let (_, _, h, w) = arg.dims4()?;
+        let scatter = Scatter { argmax, h, w };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&scatter)?))
+    }
+}
+
+/// The backward of [`Saving`] over `grad_output (B, C, Ho, Wo)`: each output's gradient added
+/// at its window's saved argmax in the `(B, C, h, w)` input gradient.
+#[derive(Debug)]
+struct Scatter {
+    argmax: Arc<Vec<u32>>,
+    h: usize,
+    w: usize,
+}
+
+impl Scatter {
+    fn scatter_typed<T: Real>(&self, grad: &[T], n_out: usize) -> Vec<T> {
+        let n_in = self.h * self.w;
+        let mut dx = vec![T::ZERO; grad.len() / n_out * n_in];
+        dx.par_chunks_mut(n_in)
+            .zip(grad.par_chunks(n_out).zip(self.argmax.par_chunks(n_out)))
+            .for_each(|(dst, (g, ids))| {
+                for (&i, &g) in ids.iter().zip(g) {
+                    dst[i as usize] += g;
+                }
+            });
+        dx
+    }
+}
+
+impl CustomOp1 for Scatter {
+    fn name(&self) -> &'static str {
+        "zoo-max-pool2d-scatter"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, ho, wo) = layout.shape().dims4()?;
+        if b * c * ho * wo != self.argmax.len() || ho * wo == 0 {
+            bail!(
+                "max_pool2d backward: grad shape {:?} does not match the forward's {} outputs",
+                layout.shape(),
+                self.argmax.len()
+            )
+        }
+        let out = dispatch1!("max_pool2d backward", storage, layout, |g| self
+            .scatter_typed(g, ho * wo));
+        Ok((out, Shape::from((b, c, self.h, self.w))))
     }
 }
 
@@ -280,14 +417,36 @@ impl CustomOp2 for MaxPool2dBackward {
 /// Returns `(B, C, Ho, Wo)` with `Ho = (H + 2 * padding - kernel) / stride + 1` (likewise `Wo`).
 /// Errors unless the input is rank 4 and `f32`/`f64`, `kernel >= 1`, `stride >= 1`,
 /// `padding <= kernel / 2` and the output is at least `1 x 1`. Differentiable: the gradient goes
-/// to the first maximum of each window (row-major), summed over overlapping windows.
+/// to the first maximum of each window (row-major), summed over overlapping windows; the
+/// backward finds those maxima again (see [`max_pool2d_t`] for a training step).
 pub fn max_pool2d(xs: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    max_pool2d_t(xs, kernel, stride, padding, false)
+}
+
+/// [`max_pool2d`], where with `train` an input in the autograd graph on the CPU has each
+/// window's argmax kept from the forward pass (one `u32` per output), so the backward only
+/// scatters the gradient; the same values and gradients, the forward a little slower.
+pub fn max_pool2d_t(
+    xs: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    train: bool,
+) -> Result<Tensor> {
     let op = MaxPool2d::new(kernel, stride, padding)?;
     in_f32_on_cpu(xs, |xs| {
         check_input(xs, "max_pool2d")?;
         let (_, _, h, w) = xs.dims4()?;
         op.plane(h, w)?;
-        xs.contiguous()?.apply_op1(op)
+        let xs = xs.contiguous()?;
+        if train && xs.track_op() && xs.device().is_cpu() {
+            let saving = Saving {
+                pool: op,
+                argmax: Mutex::new(None),
+            };
+            return xs.apply_op1(saving);
+        }
+        xs.apply_op1(op)
     })
 }
 

@@ -116,7 +116,7 @@ pub use conv::{
 pub use few_rows::{linear, MatMulWt, FEW_ROWS};
 pub use gate_mul::{gate_mul, GateGrad, GateMul};
 pub use lrn::{lrn, lrn_slow, Lrn, LrnBackward};
-pub use max_pool::{max_pool2d, max_pool2d_slow, MaxPool2d, MaxPool2dBackward};
+pub use max_pool::{max_pool2d, max_pool2d_slow, max_pool2d_t, MaxPool2d, MaxPool2dBackward};
 pub use mean_max::{
     channel_mean_max, channel_mean_max_slow, spatial_mean_max, spatial_mean_max_slow,
     ChannelMeanMax, ChannelMeanMaxBackward, SpatialMeanMax, SpatialMeanMaxBackward,

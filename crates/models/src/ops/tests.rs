@@ -4,7 +4,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{bias_relu, conv2d, lrn, lrn_slow, max_pool2d, max_pool2d_slow};
+use super::{bias_relu, conv2d, lrn, lrn_slow, max_pool2d, max_pool2d_slow, max_pool2d_t};
 
 pub(super) type Op = dyn Fn(&Tensor) -> Result<Tensor>;
 
@@ -154,10 +154,13 @@ fn max_pool_fast_matches_slow() -> Result<()> {
         ] {
             for dt in [DType::F32, DType::F64] {
                 let x = distinct(shape, si as u64, dt)?;
-                let fast = move |t: &Tensor| max_pool2d(t, k, s, p);
                 let slow = move |t: &Tensor| max_pool2d_slow(t, k, s, p);
-                let what = format!("max_pool {shape:?} k{k} s{s} p{p} {dt:?}");
-                assert_close(&fast, &slow, &x, 1e-6, &what)?;
+                // Both backward paths: argmax found again, and kept from the forward pass.
+                for train in [false, true] {
+                    let fast = move |t: &Tensor| max_pool2d_t(t, k, s, p, train);
+                    let what = format!("max_pool {shape:?} k{k} s{s} p{p} {dt:?} train {train}");
+                    assert_close(&fast, &slow, &x, 1e-6, &what)?;
+                }
             }
         }
     }
@@ -281,9 +284,10 @@ fn max_pool_ties_nan_and_infinities_follow_pytorch_argmax() -> Result<()> {
         .collect();
     v[..2 * 9].fill(f32::NEG_INFINITY);
     let x = Var::from_tensor(&Tensor::from_vec(v.clone(), dims, &Device::Cpu)?)?;
-    for (k, s, p) in [(3, 2, 1), (3, 2, 0), (2, 2, 1), (3, 1, 1), (2, 1, 0)] {
+    let cases = [(3, 2, 1), (3, 2, 0), (2, 2, 1), (3, 1, 1), (2, 1, 0)];
+    for ((k, s, p), train) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let want = naive_argmax_pool(&v, dims, k, s, p);
-        let y = max_pool2d(x.as_tensor(), k, s, p)?;
+        let y = max_pool2d_t(x.as_tensor(), k, s, p, train)?;
         let got = y.flatten_all()?.to_vec1::<f32>()?;
         for (o, (&g, &a)) in got.iter().zip(&want).enumerate() {
             assert!(
@@ -306,7 +310,7 @@ fn max_pool_ties_nan_and_infinities_follow_pytorch_argmax() -> Result<()> {
         assert_eq!(
             gx.flatten_all()?.to_vec1::<f32>()?,
             want_gx,
-            "k{k} s{s} p{p}"
+            "k{k} s{s} p{p} train {train}"
         );
     }
     Ok(())
