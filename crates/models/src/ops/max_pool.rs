@@ -25,6 +25,26 @@ pub struct MaxPool2d {
     padding: usize,
 }
 
+/// Buffers of [`MaxPool2d::fwd_plane_argmax`], kept across the planes of one thread.
+#[derive(Debug)]
+struct ArgmaxScratch<T> {
+    /// One input row split into `stride` phases.
+    phases: Vec<T>,
+    /// Per input row and output column: the maximum over the window's columns, and its column.
+    h_best: Vec<T>,
+    h_arg: Vec<u32>,
+}
+
+impl<T> Default for ArgmaxScratch<T> {
+    fn default() -> Self {
+        Self {
+            phases: Vec::new(),
+            h_best: Vec::new(),
+            h_arg: Vec::new(),
+        }
+    }
+}
+
 /// The window geometry of one plane: input `h x w`, output `ho x wo`.
 #[derive(Debug, Clone, Copy)]
 struct Plane {
@@ -134,7 +154,7 @@ impl MaxPool2d {
             self.for_window_columns(oi, p, |i, outs, c0| {
                 let vals = src[i * p.w + c0..(i + 1) * p.w].iter().step_by(self.stride);
                 for (m, &v) in out[outs].iter_mut().zip(vals) {
-                    *m = select_unpredictable(v > *m || v.is_nan(), v, *m);
+                    *m = select_unpredictable((v > *m) | v.is_nan(), v, *m);
                 }
             });
         }
@@ -164,7 +184,7 @@ impl MaxPool2d {
             let idxs = (first as u32..).step_by(self.stride);
             let (best, arg) = (&mut best[outs.clone()], &mut arg[outs]);
             for ((b, a), (&v, idx)) in best.iter_mut().zip(arg).zip(vals.zip(idxs)) {
-                let better = v > *b || v.is_nan();
+                let better = (v > *b) | v.is_nan();
                 *b = select_unpredictable(better, v, *b);
                 *a = select_unpredictable(better, idx, *a);
             }
@@ -172,13 +192,95 @@ impl MaxPool2d {
     }
 
     /// [`Self::fwd_plane`]'s maxima (the same values), with each window's argmax as
-    /// [`Self::argmax_row`] picks it written to `argmax`.
-    fn fwd_plane_argmax<T: Real>(&self, src: &[T], dst: &mut [T], argmax: &mut [u32], p: &Plane) {
+    /// [`Self::argmax_row`] picks it written to `argmax`, computed separably so every pass reads
+    /// contiguous runs (the window-by-window scan reads strided ones and does not vectorise).
+    ///
+    /// Rows first: for each input row and output column, the maximum over the window's columns
+    /// and its column (`h_best`, `h_arg`), read from the row split into `stride` phases (phase
+    /// `r` holds columns `q * stride + r - padding`, -inf outside the row), so window column
+    /// `dj` of output column `oj` is phase `dj % stride` at `oj + dj / stride`. Then for each
+    /// output row the same rule over the window's rows. Scanning rows in order, each row's own
+    /// pick (its first maximum, or its last NaN) replaces the running one exactly when the
+    /// row-major scan of the whole window would, so the argmax is the same.
+    fn fwd_plane_argmax<T: Real>(
+        &self,
+        src: &[T],
+        dst: &mut [T],
+        argmax: &mut [u32],
+        p: &Plane,
+        scratch: &mut ArgmaxScratch<T>,
+    ) {
+        let (k, s, pad) = (self.kernel, self.stride, self.padding);
+        let phase_len = p.wo + (k - 1) / s;
+        let ArgmaxScratch {
+            phases,
+            h_best,
+            h_arg,
+        } = scratch;
+        phases.resize(s * phase_len, T::NEG_INF);
+        h_best.resize(p.h * p.wo, T::NEG_INF);
+        h_arg.resize(p.h * p.wo, 0);
+        // First valid column of each output column's window (its argmax while all -inf).
+        let first_col = |oj: usize| (oj * s).saturating_sub(pad) as u32;
+        for (i, row) in src.chunks_exact(p.w).enumerate() {
+            for (r, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
+                // Phase entries q0..q1 hold columns q * s + r - pad inside the row.
+                let (q0, q1) = valid(phase_len, p.w, r, s, pad);
+                phase.fill(T::NEG_INF);
+                if q0 < q1 {
+                    let first = q0 * s + r - pad;
+                    let cols = row[first..].iter().step_by(s);
+                    for (v, &x) in phase[q0..q1].iter_mut().zip(cols) {
+                        *v = x;
+                    }
+                }
+            }
+            let best = &mut h_best[i * p.wo..(i + 1) * p.wo];
+            let arg = &mut h_arg[i * p.wo..(i + 1) * p.wo];
+            best.fill(T::NEG_INF);
+            for (oj, a) in arg.iter_mut().enumerate() {
+                *a = first_col(oj);
+            }
+            for dj in 0..k {
+                let phase = &phases[(dj % s) * phase_len..][dj / s..][..p.wo];
+                // Column of window column `dj` for output column `oj`: oj * s + dj - pad (a
+                // padded column is -inf and never picked, so its wrapped value is never kept).
+                let offset = (dj as u32).wrapping_sub(pad as u32);
+                for (oj, ((b, a), &v)) in best.iter_mut().zip(arg.iter_mut()).zip(phase).enumerate()
+                {
+                    let better = (v > *b) | v.is_nan();
+                    *b = select_unpredictable(better, v, *b);
+                    *a = select_unpredictable(
+                        better,
+                        (oj as u32 * s as u32).wrapping_add(offset),
+                        *a,
+                    );
+                }
+            }
+        }
         let rows = dst
             .chunks_exact_mut(p.wo)
             .zip(argmax.chunks_exact_mut(p.wo));
-        for (oi, (out, ids)) in rows.enumerate() {
-            self.argmax_row(src, oi, p, out, ids);
+        for (oi, (best, arg)) in rows.enumerate() {
+            let (i0, i1) = self.range(oi, p.h);
+            best.fill(T::NEG_INF);
+            for (oj, a) in arg.iter_mut().enumerate() {
+                *a = (i0 * p.w) as u32 + first_col(oj);
+            }
+            for i in i0..i1 {
+                let row_best = &h_best[i * p.wo..(i + 1) * p.wo];
+                let row_arg = &h_arg[i * p.wo..(i + 1) * p.wo];
+                let base = (i * p.w) as u32;
+                for ((b, a), (&v, &c)) in best
+                    .iter_mut()
+                    .zip(arg.iter_mut())
+                    .zip(row_best.iter().zip(row_arg))
+                {
+                    let better = (v > *b) | v.is_nan();
+                    *b = select_unpredictable(better, v, *b);
+                    *a = select_unpredictable(better, base + c, *a);
+                }
+            }
         }
     }
 
@@ -217,7 +319,9 @@ impl MaxPool2d {
         out.par_chunks_mut(n_out)
             .zip(argmax.par_chunks_mut(n_out))
             .zip(xs.par_chunks(n_in))
-            .for_each(|((dst, ids), src)| self.fwd_plane_argmax(src, dst, ids, p));
+            .for_each_init(ArgmaxScratch::default, |scratch, ((dst, ids), src)| {
+                self.fwd_plane_argmax(src, dst, ids, p, scratch)
+            });
         (out, argmax)
     }
 
