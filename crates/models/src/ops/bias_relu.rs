@@ -18,6 +18,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::hint::select_unpredictable;
 
 use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, Real};
 
@@ -68,10 +69,10 @@ fn relu_mask_typed<T: Real>(out: &[T], grad: &[T]) -> Vec<T> {
     dx.par_chunks_mut(CHUNK)
         .zip(out.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
         .for_each(|(dx, (o, g))| {
+            // A select, not a branch: the mask of a ReLU output is random, and the loop
+            // vectorises.
             for ((dx, &o), &g) in dx.iter_mut().zip(o).zip(g) {
-                if o > T::ZERO {
-                    *dx = g;
-                }
+                *dx = select_unpredictable(o > T::ZERO, g, T::ZERO);
             }
         });
     dx
