@@ -17,6 +17,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::hint::select_unpredictable;
 
 use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, Real};
 
@@ -38,15 +39,24 @@ fn dims(shape: &Shape, op: &str) -> Result<(usize, usize, usize)> {
 }
 
 /// Whether `v` replaces `m` as the running maximum: larger, or NaN (NaN wins, as in PyTorch).
+/// Short-circuit: a scan along one plane branches on it, and as a new maximum is rare the
+/// branch predicts well and keeps the running maximum off the dependency chain.
 #[inline]
 fn beats<T: Real>(v: T, m: T) -> bool {
     v > m || (v.is_nan() && !m.is_nan())
 }
 
+/// [`beats`] without short-circuits, for a select in a loop across positions, which then
+/// vectorises (as does [`is_max`]'s).
+#[inline]
+fn beats_each<T: Real>(v: T, m: T) -> bool {
+    (v > m) | (v.is_nan() & !m.is_nan())
+}
+
 /// Whether `v` is (one of) the maxima `m`; a NaN maximum is matched by NaN inputs.
 #[inline]
 fn is_max<T: Real>(v: T, m: T) -> bool {
-    v == m || (v.is_nan() && m.is_nan())
+    (v == m) | (v.is_nan() & m.is_nan())
 }
 
 fn mean_max_typed<T: Real>(xs: &[T], c: usize, plane: usize) -> Vec<T> {
@@ -61,9 +71,7 @@ fn mean_max_typed<T: Real>(xs: &[T], c: usize, plane: usize) -> Vec<T> {
             for ch in x.chunks_exact(plane).skip(1) {
                 for ((s, m), &v) in mean.iter_mut().zip(max.iter_mut()).zip(ch) {
                     *s += v;
-                    if beats(v, *m) {
-                        *m = v;
-                    }
+                    *m = select_unpredictable(beats_each(v, *m), v, *m);
                 }
             }
             mean.iter_mut().for_each(|s| *s *= inv);
@@ -90,9 +98,7 @@ fn mean_max_backward_typed<T: Real>(
             let mut share = vec![T::ZERO; plane];
             for ch in x.chunks_exact(plane) {
                 for ((n, &v), &m) in share.iter_mut().zip(ch).zip(max) {
-                    if is_max(v, m) {
-                        *n += T::ONE;
-                    }
+                    *n += select_unpredictable(is_max(v, m), T::ONE, T::ZERO);
                 }
             }
             for (n, &gm) in share.iter_mut().zip(g_max) {
@@ -103,7 +109,7 @@ fn mean_max_backward_typed<T: Real>(
                 for ((((d, &v), &m), &gmean), &s) in
                     d_ch.iter_mut().zip(x_ch).zip(max).zip(g_mean).zip(&share)
                 {
-                    *d = gmean * inv + if is_max(v, m) { s } else { T::ZERO };
+                    *d = gmean * inv + select_unpredictable(is_max(v, m), s, T::ZERO);
                 }
             }
         });
