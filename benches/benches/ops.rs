@@ -8,7 +8,7 @@ use std::hint::black_box;
 use zoo_models::ops::{
     attention_core, attention_core_slow, batch_norm, bias_relu, bias_relu_slow, channel_mean_max,
     channel_mean_max_slow, channel_stats, gate_mul, linear, lrn, lrn_slow, max_pool2d,
-    max_pool2d_slow, spatial_mean_max, spatial_mean_max_slow, FEW_ROWS,
+    max_pool2d_slow, max_pool2d_t, spatial_mean_max, spatial_mean_max_slow, FEW_ROWS,
 };
 
 /// Batch size of every benchmark input.
@@ -56,6 +56,11 @@ fn bench_max_pool(cr: &mut Criterion) -> Result<()> {
         });
         group.bench_with_input(BenchmarkId::new("fast_fwd_bwd", &id), &var, |b, v| {
             b.iter(|| black_box(fwd_bwd(v, |t| max_pool2d(t, 3, 2, 0))))
+        });
+        // Training's path: the argmax kept from the forward pass instead of found again.
+        fwd_bwd(&var, |t| max_pool2d_t(t, 3, 2, 0, true))?;
+        group.bench_with_input(BenchmarkId::new("train_fwd_bwd", &id), &var, |b, v| {
+            b.iter(|| black_box(fwd_bwd(v, |t| max_pool2d_t(t, 3, 2, 0, true))))
         });
         group.bench_with_input(BenchmarkId::new("slow_fwd", &id), &x, |b, x| {
             b.iter(|| black_box(max_pool2d_slow(x, 3, 2, 0)))

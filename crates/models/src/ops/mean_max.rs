@@ -180,6 +180,32 @@ pub struct SpatialMeanMaxBackward;
 /// schedule alone.
 const PLANES_PER_TASK: usize = 64;
 
+/// The sum and the maximum ([`beats`]' rule) of `xs`, in lane-wise partial sums and maxima so
+/// the loop vectorises (one running sum and maximum would be a dependency chain per element).
+fn sum_max<T: Real>(xs: &[T]) -> (T, T) {
+    const LANES: usize = 16;
+    let (mut sum, mut max) = ([T::ZERO; LANES], [T::NEG_INF; LANES]);
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for ((s, m), &v) in sum.iter_mut().zip(max.iter_mut()).zip(chunk) {
+            *s += v;
+            *m = select_unpredictable(beats_each(v, *m), v, *m);
+        }
+    }
+    let mut total = sum.iter().fold(T::ZERO, |a, &s| a + s);
+    let mut best = T::NEG_INF;
+    for &v in max.iter().chain(tail) {
+        if beats(v, best) {
+            best = v;
+        }
+    }
+    for &v in tail {
+        total += v;
+    }
+    (total, best)
+}
+
 fn plane_mean_max_typed<T: Real>(xs: &[T], plane: usize) -> Vec<T> {
     let planes = xs.len() / plane;
     let inv = T::from_f64(1.0 / plane as f64);
@@ -187,13 +213,7 @@ fn plane_mean_max_typed<T: Real>(xs: &[T], plane: usize) -> Vec<T> {
         .par_chunks(plane)
         .with_min_len(PLANES_PER_TASK)
         .map(|p| {
-            let (mut sum, mut max) = (T::ZERO, p[0]);
-            for &v in p {
-                sum += v;
-                if beats(v, max) {
-                    max = v;
-                }
-            }
+            let (sum, max) = sum_max(p);
             (sum * inv, max)
         })
         .collect();
