@@ -13,9 +13,18 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::hint::select_unpredictable;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::OnceLock;
 
 use super::{check_input, contiguous_slice, in_f32_on_cpu, valid, Real};
+
+/// Takes `(v, idx)` as the running maximum `(best, arg)` when `v` beats it under PyTorch's rule
+/// (greater, or NaN), without a branch: `|` rather than `||`, so loops of it vectorise.
+#[inline(always)]
+fn keep_max<T: Real>(best: &mut T, arg: &mut u32, v: T, idx: u32) {
+    let better = (v > *best) | v.is_nan();
+    *best = select_unpredictable(better, v, *best);
+    *arg = select_unpredictable(better, idx, *arg);
+}
 
 /// Square max-pooling geometry, validated by [`MaxPool2d::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,9 +193,7 @@ impl MaxPool2d {
             let idxs = (first as u32..).step_by(self.stride);
             let (best, arg) = (&mut best[outs.clone()], &mut arg[outs]);
             for ((b, a), (&v, idx)) in best.iter_mut().zip(arg).zip(vals.zip(idxs)) {
-                let better = (v > *b) | v.is_nan();
-                *b = select_unpredictable(better, v, *b);
-                *a = select_unpredictable(better, idx, *a);
+                keep_max(b, a, v, idx);
             }
         });
     }
@@ -248,13 +255,7 @@ impl MaxPool2d {
                 let offset = (dj as u32).wrapping_sub(pad as u32);
                 for (oj, ((b, a), &v)) in best.iter_mut().zip(arg.iter_mut()).zip(phase).enumerate()
                 {
-                    let better = (v > *b) | v.is_nan();
-                    *b = select_unpredictable(better, v, *b);
-                    *a = select_unpredictable(
-                        better,
-                        (oj as u32 * s as u32).wrapping_add(offset),
-                        *a,
-                    );
+                    keep_max(b, a, v, (oj as u32 * s as u32).wrapping_add(offset));
                 }
             }
         }
@@ -276,9 +277,7 @@ impl MaxPool2d {
                     .zip(arg.iter_mut())
                     .zip(row_best.iter().zip(row_arg))
                 {
-                    let better = (v > *b) | v.is_nan();
-                    *b = select_unpredictable(better, v, *b);
-                    *a = select_unpredictable(better, base + c, *a);
+                    keep_max(b, a, v, base + c);
                 }
             }
         }
@@ -378,7 +377,7 @@ impl CustomOp1 for MaxPool2d {
 #[derive(Debug)]
 struct Saving {
     pool: MaxPool2d,
-    argmax: Mutex<Option<Arc<Vec<u32>>>>,
+    argmax: OnceLock<Vec<u32>>,
 }
 
 impl CustomOp1 for Saving {
@@ -390,22 +389,17 @@ impl CustomOp1 for Saving {
         let (b, c, h, w) = layout.shape().dims4()?;
         let p = self.pool.plane(h, w)?;
         let shape = Shape::from((b, c, p.ho, p.wo));
-        let mut saved = self.argmax.lock().unwrap_or_else(PoisonError::into_inner);
         let out = dispatch1!("max_pool2d", storage, layout, |xs| {
             let (out, argmax) = self.pool.fwd_argmax_typed(xs, b, c, &p);
-            *saved = Some(Arc::new(argmax));
+            // Candle runs an op's forward once; were it run again, the first argmax stands.
+            let _ = self.argmax.set(argmax);
             out
         });
         Ok((out, shape))
     }
 
     fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let saved = self
-            .argmax
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let Some(argmax) = saved else {
+        let Some(argmax) = self.argmax.get() else {
             return self.pool.bwd(arg, res, grad_res);
         };
         let (_, _, h, w) = arg.dims4()?;
@@ -417,13 +411,13 @@ impl CustomOp1 for Saving {
 /// The backward of [`Saving`] over `grad_output (B, C, Ho, Wo)`: each output's gradient added
 /// at its window's saved argmax in the `(B, C, h, w)` input gradient.
 #[derive(Debug)]
-struct Scatter {
-    argmax: Arc<Vec<u32>>,
+struct Scatter<'a> {
+    argmax: &'a [u32],
     h: usize,
     w: usize,
 }
 
-impl Scatter {
+impl Scatter<'_> {
     fn scatter_typed<T: Real>(&self, grad: &[T], n_out: usize) -> Vec<T> {
         let n_in = self.h * self.w;
         let mut dx = vec![T::ZERO; grad.len() / n_out * n_in];
@@ -438,7 +432,7 @@ impl Scatter {
     }
 }
 
-impl CustomOp1 for Scatter {
+impl CustomOp1 for Scatter<'_> {
     fn name(&self) -> &'static str {
         "zoo-max-pool2d-scatter"
     }
@@ -546,7 +540,7 @@ pub fn max_pool2d_t(
         if train && xs.track_op() && xs.device().is_cpu() {
             let saving = Saving {
                 pool: op,
-                argmax: Mutex::new(None),
+                argmax: OnceLock::new(),
             };
             return xs.apply_op1(saving);
         }
