@@ -164,10 +164,17 @@ impl ZooModel {
     }
 }
 
-/// `linear` in `xs`'s dtype ([`ops::linear`]), the parameters cast to it (a no-op when equal).
+/// `linear` in `xs`'s dtype ([`ops::linear`]), the parameters as [`ops::param_in`] gives them.
 fn linear_in(linear: &Linear, xs: &Tensor) -> Result<Tensor> {
-    let bias = linear.bias().map(|b| b.to_dtype(xs.dtype())).transpose()?;
-    ops::linear(xs, &linear.weight().to_dtype(xs.dtype())?, bias.as_ref())
+    let bias = linear
+        .bias()
+        .map(|b| ops::param_in(b, xs.dtype()))
+        .transpose()?;
+    ops::linear(
+        xs,
+        &ops::param_in(linear.weight(), xs.dtype())?,
+        bias.as_ref(),
+    )
 }
 
 /// Side of the map the classifier flattens: after the last pooling, or the head's pool size.
@@ -189,13 +196,16 @@ impl ModuleT for ZooModel {
     /// # Shapes
     /// `xs`: `(B, channels, size, size)` -> logits `(B, classes)`.
     fn forward_t(&self, input: &Tensor, train: bool) -> Result<Tensor> {
-        let mut xs = input.to_dtype(self.compute.unwrap_or(input.dtype()))?;
+        let mut xs = ops::to_dtype(input, self.compute.unwrap_or(input.dtype()))?;
         for stage in &self.stages {
             let (conv, cfg) = (&stage.conv, stage.conv.config());
-            let weight = conv.weight().to_dtype(xs.dtype())?;
+            let weight = ops::param_in(conv.weight(), xs.dtype())?;
             let (s, p, g) = (cfg.stride, cfg.padding, cfg.groups);
             xs = match conv.bias() {
-                Some(b) => ops::conv2d_bias_relu(&xs, &weight, &b.to_dtype(xs.dtype())?, s, p, g)?,
+                Some(b) => {
+                    let b = ops::param_in(b, xs.dtype())?;
+                    ops::conv2d_bias_relu(&xs, &weight, &b, s, p, g)?
+                }
                 None => ops::conv2d(&xs, &weight, None, s, p, g)?.relu()?,
             };
             if let Some(l) = &stage.lrn {
@@ -218,6 +228,6 @@ impl ModuleT for ZooModel {
         for (dropout, linear) in &self.hidden {
             xs = linear_in(linear, &dropout.forward_t(&xs, train)?)?.relu()?;
         }
-        linear_in(&self.out, &xs)?.to_dtype(input.dtype())
+        ops::to_dtype(&linear_in(&self.out, &xs)?, input.dtype())
     }
 }

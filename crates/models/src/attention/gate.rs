@@ -8,7 +8,7 @@
 use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{BatchNorm, Init, ModuleT, VarBuilder};
 
-use crate::ops::conv2d;
+use crate::ops::{conv2d, to_dtype};
 
 /// Applies a sigmoid `gate` to `xs` with strength `s`: `xs * (1 - s + s * gate)`.
 ///
@@ -77,10 +77,10 @@ impl Conv1x1 {
     /// # Shapes
     /// `xs`: `(N, c_in)` -> `(N, c_out)`.
     pub(crate) fn forward_vec(&self, xs: &Tensor) -> Result<Tensor> {
-        let w = self.weight.to_dtype(xs.dtype())?;
+        let w = to_dtype(&self.weight, xs.dtype())?;
         let ys = xs.matmul(&w.reshape((self.c_out, self.c_in))?.t()?)?;
         match &self.bias {
-            Some(b) => ys.broadcast_add(&b.to_dtype(xs.dtype())?),
+            Some(b) => ys.broadcast_add(&to_dtype(b, xs.dtype())?),
             None => Ok(ys),
         }
     }
@@ -93,11 +93,11 @@ impl Conv1x1 {
         let bias = self
             .bias
             .as_ref()
-            .map(|b| b.to_dtype(xs.dtype()))
+            .map(|b| to_dtype(b, xs.dtype()))
             .transpose()?;
         conv2d(
             xs,
-            &self.weight.to_dtype(xs.dtype())?,
+            &to_dtype(&self.weight, xs.dtype())?,
             bias.as_ref(),
             1,
             0,
@@ -117,11 +117,11 @@ pub(crate) fn stacked_map(convs: &[&Conv1x1], xs: &Tensor) -> Result<Tensor> {
     let dtype = xs.dtype();
     let weights = convs
         .iter()
-        .map(|c| c.weight.to_dtype(dtype))
+        .map(|c| to_dtype(&c.weight, dtype))
         .collect::<Result<Vec<_>>>()?;
     let biases = convs
         .iter()
-        .map(|c| c.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose())
+        .map(|c| c.bias.as_ref().map(|b| to_dtype(b, dtype)).transpose())
         .collect::<Result<Option<Vec<_>>>>()?;
     let bias = biases.map(|b| Tensor::cat(&b, 0)).transpose()?;
     conv2d(xs, &Tensor::cat(&weights, 0)?, bias.as_ref(), 1, 0, 1)
@@ -202,13 +202,13 @@ impl BatchNorm2d {
                 xs.shape()
             )
         }
-        let x = xs.to_dtype(self.dtype)?;
+        let x = to_dtype(xs, self.dtype)?;
         let ys = if crate::ops::on_cpu_kernels(&x) {
             self.fused(&x, train, per_channel)?
         } else {
             self.stock.forward_t(&x, train)?
         };
-        ys.to_dtype(xs.dtype())
+        to_dtype(&ys, xs.dtype())
     }
 
     fn fused(&self, x: &Tensor, train: bool, per_channel: usize) -> Result<Tensor> {

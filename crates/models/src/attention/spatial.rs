@@ -9,7 +9,7 @@ use super::gate::{apply_gate, torch_default_init, BatchNorm2d};
 use super::multiscale::MultiScale;
 use super::{macs, Attention};
 use crate::describe::Cost;
-use crate::ops::conv2d;
+use crate::ops::{conv2d, to_dtype};
 
 /// timm's `ConvNormAct(2, 1, k, apply_act=False)`: a bias-free `k x k` convolution `2 -> 1`
 /// with zero padding `(k-1)/2`, then `BatchNorm2d(1)`.
@@ -43,7 +43,7 @@ impl ConvBn {
     /// # Shapes
     /// `xs`: `(B, 2, h, w)` -> `(B, 1, h, w)`.
     pub(crate) fn conv(&self, xs: &Tensor) -> Result<Tensor> {
-        let weight = self.weight.to_dtype(xs.dtype())?;
+        let weight = to_dtype(&self.weight, xs.dtype())?;
         conv2d(xs, &weight, None, 1, (self.kernel - 1) / 2, 1)
     }
 

@@ -20,7 +20,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rayon::prelude::*;
 use std::hint::select_unpredictable;
 
-use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, Real};
+use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, to_dtype, Real};
 
 /// `relu(xs + bias)` over `(xs (B, C, H, W), bias (C))`, bias broadcast over batch and space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +230,7 @@ pub fn bias_relu(xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     in_f32_on_cpu(xs, |xs| {
         // A half-precision bias meets its widened input here: cast first, so the CPU still takes
         // the fused kernel.
-        let bias = bias.to_dtype(xs.dtype())?;
+        let bias = to_dtype(bias, xs.dtype())?;
         if on_cpu_kernels(xs) {
             xs.contiguous()?.apply_op2(&bias.contiguous()?, BiasRelu)
         } else {
@@ -247,7 +247,7 @@ pub fn bias_add(xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
         bail!("bias_add: bias shape {:?}, expected ({c})", bias.shape())
     }
     in_f32_on_cpu(xs, |xs| {
-        let bias = bias.to_dtype(xs.dtype())?;
+        let bias = to_dtype(bias, xs.dtype())?;
         if on_cpu_kernels(xs) {
             xs.contiguous()?.apply_op2(&bias.contiguous()?, BiasAdd)
         } else {

@@ -36,7 +36,10 @@ use rayon::prelude::*;
 
 use super::bias_relu::bias_grads;
 use super::matmul::{matmul, Mat};
-use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, valid, Real, ReluMask};
+use super::{
+    contiguous_slice, in_f32_on_cpu, on_cpu_kernels, param_dtype_fits, to_dtype, valid, Real,
+    ReluMask,
+};
 
 /// Most elements one chunk's column matrix may hold (8 MiB of `f32`, one per thread): large
 /// enough for GEMMs with over a thousand columns at AlexNet's shapes, small enough that the
@@ -772,7 +775,8 @@ impl CustomOp2 for Conv2dBackwardWeight {
 /// chunked im2col + matmul (see the module docs), for `bf16`/`f16` on the CPU the same in `f32`
 /// ([`super::in_f32_on_cpu`]); otherwise it is Candle's stock `Tensor::conv2d`.
 ///
-/// Errors, never panics, unless: both tensors are rank 4 with the same dtype, `stride >= 1`,
+/// Errors, never panics, unless: both tensors are rank 4 with the same dtype (or, on the CPU, a
+/// `bf16` input with an `f32` weight from [`super::param_in`]), `stride >= 1`,
 /// `groups >= 1` divides both `Cin` and `Cout`, `weight`'s second dimension is `Cin / groups`,
 /// the padded input is at least the kernel, and `bias` (if any) has shape `(Cout)`.
 pub fn conv2d(
@@ -786,7 +790,7 @@ pub fn conv2d(
     let op = checked(xs, weight, bias, stride, padding, groups)?;
     let ys = in_f32_on_cpu(xs, |xs| {
         if on_cpu_kernels(xs) {
-            let weight = weight.to_dtype(xs.dtype())?;
+            let weight = to_dtype(weight, xs.dtype())?;
             xs.contiguous()?.apply_op2(&weight.contiguous()?, op)
         } else {
             xs.conv2d(weight, padding, stride, 1, groups)
@@ -819,7 +823,7 @@ fn checked(
             weight.shape()
         )
     }
-    if xs.dtype() != weight.dtype() {
+    if !param_dtype_fits(xs, weight.dtype()) {
         bail!(
             "conv2d: input dtype {:?} differs from weight dtype {:?}",
             xs.dtype(),
@@ -856,7 +860,7 @@ pub fn conv2d_bias_relu(
     let op = checked(xs, weight, Some(bias), stride, padding, groups)?;
     in_f32_on_cpu(xs, |xs| {
         if on_cpu_kernels(xs) {
-            let (w, b) = (weight.to_dtype(xs.dtype())?, bias.to_dtype(xs.dtype())?);
+            let (w, b) = (to_dtype(weight, xs.dtype())?, to_dtype(bias, xs.dtype())?);
             xs.contiguous()?.apply_op3(
                 &w.contiguous()?,
                 &b.contiguous()?,

@@ -10,10 +10,10 @@
 //! [`MatMulWt`] is the forward custom op over `(xs (B, K), weight (N, K))`; its backward uses
 //! Candle's matmul (`grad @ W` and `grad^T @ xs`, both without a large packed operand).
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, on_cpu_kernels, Real};
+use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, to_dtype, Real};
 
 /// The most rows of `xs` [`linear`] computes as dot products; more go to the GEMM, which
 /// re-uses each packed weight for every row.
@@ -123,8 +123,16 @@ impl CustomOp2 for MatMulWt {
 /// backward of `xs @ weight^T` yields W's gradient transposed and accumulates it through a
 /// strided add into a second zeroed buffer, a slow pass over every weight (58M in AlexNet),
 /// where `weight @ xs^T` yields it in W's own layout; the next layer's `xs^T` is then contiguous.
+/// On the CPU a `bf16` or `f16` layer runs in `f32` between casts, as the other kernels do.
 pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let ((b, _), _) = (xs.dims2()?, weight.dims2()?);
+    if xs.device().is_cpu() && matches!(xs.dtype(), DType::BF16 | DType::F16) {
+        // As the other kernels: in f32 between casts (Candle's CPU bf16 matmul is slower).
+        return in_f32_on_cpu(xs, |xs| {
+            let bias = bias.map(|b| to_dtype(b, xs.dtype())).transpose()?;
+            linear(xs, &to_dtype(weight, xs.dtype())?, bias.as_ref())
+        });
+    }
     let few = b <= FEW_ROWS
         && on_cpu_kernels(xs)
         && weight.device().is_cpu()

@@ -12,7 +12,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::few_rows::dot;
-use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, Real};
+use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, to_dtype, Real};
 
 /// `xs (B, C, H, W) * gate`, `gate` `(B, C, 1, 1)` or `(B, 1, H, W)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +198,7 @@ pub fn gate_mul(xs: &Tensor, gate: &Tensor) -> Result<Tensor> {
     }
     in_f32_on_cpu(xs, |xs| {
         if on_cpu_kernels(xs) {
-            let gate = gate.to_dtype(xs.dtype())?.contiguous()?;
+            let gate = to_dtype(gate, xs.dtype())?.contiguous()?;
             xs.contiguous()?.apply_op2(&gate, GateMul)
         } else {
             xs.broadcast_mul(gate)

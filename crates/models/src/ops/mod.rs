@@ -90,6 +90,7 @@ macro_rules! dispatch1 {
 mod attention_core;
 mod batch_norm;
 mod bias_relu;
+mod cast;
 mod conv;
 #[cfg(test)]
 mod conv_tests;
@@ -109,6 +110,8 @@ pub use attention_core::{
 };
 pub use batch_norm::{batch_norm, channel_stats, BatchNorm, ChannelAffine2, ChannelSums};
 pub use bias_relu::{bias_add, bias_relu, bias_relu_slow, BiasAdd, BiasRelu, ChannelSum, ReluMask};
+pub(crate) use cast::param_dtype_fits;
+pub use cast::{param_in, to_dtype, Cast, RoundToBf16};
 pub use conv::{
     conv2d, conv2d_bias_relu, Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dBiasRelu,
     COL_BUDGET,
@@ -132,7 +135,7 @@ use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, WithDType};
 /// in the caller's dtype. On CUDA the kernels take half precision directly.
 pub fn in_f32_on_cpu(xs: &Tensor, op: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     if xs.device().is_cpu() && matches!(xs.dtype(), DType::BF16 | DType::F16) {
-        op(&xs.to_dtype(DType::F32)?)?.to_dtype(xs.dtype())
+        to_dtype(&op(&to_dtype(xs, DType::F32)?)?, xs.dtype())
     } else {
         op(xs)
     }
