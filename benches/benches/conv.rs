@@ -1,10 +1,12 @@
 //! zoo's CPU `conv2d` (chunked im2col + matmul, own backward) against Candle's stock
 //! `Tensor::conv2d` and its autograd, forward and forward plus backward, at AlexNet's shapes; and
-//! the backbone layer's fused `conv2d_bias_relu` against `conv2d` followed by `bias_relu`.
+//! the backbone layer's fused `conv2d_bias_relu` against `conv2d` followed by `bias_relu`; and
+//! the mixed-precision mode's `bf16` products (`Products::Bf16`, AVX-512 BF16 where the CPU has
+//! it) on the same `f32` tensors.
 use candle_core::{Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
-use zoo_models::ops::{bias_relu, conv2d, conv2d_bias_relu};
+use zoo_models::ops::{bias_relu, conv2d, conv2d_bias_relu, Conv2d, Products};
 
 /// One layer: `c_in -> c_out`, square `kernel`, `stride`, `padding`, on a `side x side` input.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +61,11 @@ fn fast(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
     conv2d(x, w, None, l.stride, l.padding, 1)
 }
 
+fn bf16_products(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
+    let op = Conv2d::new(l.kernel, l.kernel, l.stride, l.padding, 1)?;
+    x.apply_op2(w, op.with_products(Products::Bf16))
+}
+
 /// A constant bias for the fused layer (the benchmark differentiates input and weight).
 fn bias(w: &Tensor) -> Result<Tensor> {
     Tensor::full(0.1f32, w.dim(0)?, w.device())
@@ -108,6 +115,7 @@ fn bench_layers(cr: &mut Criterion, name: &str, layers: &[Layer], batch: usize) 
             ("zoo", fast as Conv),
             ("zoo_then_bias_relu", conv_then_bias_relu as Conv),
             ("zoo_bias_relu_fused", fused_bias_relu as Conv),
+            ("zoo_bf16_products", bf16_products as Conv),
         ] {
             // Fail loudly up front rather than timing an error path.
             conv(&x, &w, l)?;

@@ -85,7 +85,7 @@ pub struct Cast {
 /// `x` rounded to the nearest `bf16`, ties to even (overflow rounds to infinity); a NaN keeps its
 /// sign and top payload bits with the quiet bit set. The same bits as `half::bf16::from_f32`.
 #[inline(always)]
-fn round_to_bf16(x: f32) -> u16 {
+pub(crate) fn round_to_bf16(x: f32) -> u16 {
     let bits = x.to_bits();
     // Adding just under half an ulp, plus one when the kept part is odd, carries into the kept
     // part exactly when round-to-nearest-even rounds up.

@@ -29,13 +29,15 @@
 //! backbone's every layer.
 //!
 //! Everything runs on the CPU for `f32` and `f64`; for other dtypes or a non-CPU device
-//! [`conv2d`] falls back to Candle's stock `Tensor::conv2d`.
+//! [`conv2d`] falls back to Candle's stock `Tensor::conv2d`. A `bf16` input on the CPU (the
+//! mixed-precision mode) runs in `f32` between casts with `bf16` products ([`Products::Bf16`]:
+//! AVX-512 BF16's dot products, `f32` sums), as autocast multiplies `bf16` operands.
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::bias_relu::bias_grads;
-use super::matmul::{matmul, Mat};
+use super::matmul::{Mat, Products};
 use super::{
     contiguous_slice, in_f32_on_cpu, on_cpu_kernels, param_dtype_fits, to_dtype, valid, Real,
     ReluMask,
@@ -57,6 +59,7 @@ pub struct Conv2d {
     padding: usize,
     groups: usize,
     col_budget: usize,
+    products: Products,
 }
 
 /// The sizes of one call: `b` images of `c` input channels, `h x w` in, `ho x wo` out, `c_out`
@@ -103,6 +106,7 @@ impl Conv2d {
             padding,
             groups,
             col_budget: COL_BUDGET,
+            products: Products::Exact,
         })
     }
 
@@ -113,6 +117,11 @@ impl Conv2d {
             col_budget: elements,
             ..self
         }
+    }
+
+    /// The same convolution with its matrix products as `products` says (all three passes).
+    pub fn with_products(self, products: Products) -> Self {
+        Self { products, ..self }
     }
 
     /// Output side for an input side `n` and kernel side `k`: `(n + 2p - k) / s + 1`, an error
@@ -364,7 +373,7 @@ impl Conv2d {
             for g in 0..self.groups {
                 let w = self.weight_matrix(ws, d, g)?;
                 let b = Mat::row_major(&col[g * kk * n..], kk, n)?;
-                matmul(w, b, &mut out[g * cog * n..], n, false, parallel)?;
+                (self.products.of::<T>())(w, b, &mut out[g * cog * n..], n, false, parallel)?;
             }
             if dc.b > 1 {
                 y.par_chunks_mut(c_out * l)
@@ -423,7 +432,7 @@ impl Conv2d {
             for g in 0..self.groups {
                 let wt = self.weight_matrix(ws, d, g)?.t();
                 let gg = Mat::row_major(&gm[g * cog * n..], cog, n)?;
-                matmul(wt, gg, &mut target[g * kk * n..], n, false, parallel)?;
+                (self.products.of::<T>())(wt, gg, &mut target[g * kk * n..], n, false, parallel)?;
             }
             if !direct {
                 self.fold(&gcol, &dc, dx_chunk);
@@ -478,7 +487,7 @@ impl Conv2d {
             for g in 0..self.groups {
                 let cg = Mat::row_major(&col[g * kk * n..], kk, n)?;
                 let gt = Mat::row_major(&gm[g * cog * n..], cog, n)?.t();
-                matmul(cg, gt, &mut dwt[g * kk * cog..], cog, true, parallel)?;
+                (self.products.of::<T>())(cg, gt, &mut dwt[g * kk * cog..], cog, true, parallel)?;
             }
         }
         let mut dw = vec![T::ZERO; c_out * kk];
@@ -842,7 +851,14 @@ fn checked(
             )
         }
     }
-    Ok(op)
+    // A bf16 input on the CPU runs in f32 between casts; its products are bf16 ones, as
+    // autocast's, on the CPU's bf16 dot products.
+    let products = if xs.device().is_cpu() && xs.dtype() == candle_core::DType::BF16 {
+        Products::Bf16
+    } else {
+        Products::Exact
+    };
+    Ok(op.with_products(products))
 }
 
 /// `relu(conv2d(xs, weight) + bias)`, with the arguments and errors of [`conv2d`] and a `bias

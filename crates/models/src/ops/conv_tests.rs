@@ -370,3 +370,55 @@ fn chunked_matches_stock(c: &Case, budget: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// With `bf16` products (the mixed-precision mode's) all three passes, on operands on the `bf16`
+/// grid, agree with Candle's stock `f64` convolution of the same values: a product of two `bf16`
+/// is exact in `f32`, so only the sums round. Every case has at least 96 rows in each of its
+/// products, so the `bf16` kernel (not its small-product fallback) runs where the CPU has it.
+#[test]
+fn bf16_products_match_stock_on_bf16_values() -> Result<()> {
+    use super::Products;
+    let on_grid = |t: Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
+    for c in [
+        case(2, 16, (13, 11), 128, (3, 3), 2, 1, 1),
+        case(3, 32, (9, 9), 192, (3, 3), 1, 1, 2),
+        case(1, 24, (7, 7), 100, (5, 5), 1, 2, 1),
+    ] {
+        let x = Var::from_tensor(&on_grid(uniform(
+            &[c.b, c.c_in, c.h, c.w],
+            20,
+            DType::F32,
+        )?)?)?;
+        let w = Var::from_tensor(&on_grid(uniform(
+            &[c.c_out, c.c_in / c.groups, c.kh, c.kw],
+            21,
+            DType::F32,
+        )?)?)?;
+        let op =
+            Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?.with_products(Products::Bf16);
+        let fast = x.as_tensor().apply_op2(w.as_tensor(), op)?;
+        let (x64, w64) = (
+            Var::from_tensor(&x.to_dtype(DType::F64)?)?,
+            Var::from_tensor(&w.to_dtype(DType::F64)?)?,
+        );
+        let stock = x64
+            .as_tensor()
+            .conv2d(w64.as_tensor(), c.padding, c.stride, 1, c.groups)?;
+        let r = on_grid(uniform(fast.dims(), 22, DType::F32)?)?;
+        let gf = (&fast * &r)?.sum_all()?.backward()?;
+        let gs = (&stock * &r.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
+        let pairs = [
+            ("output", Some(&fast), Some(&stock)),
+            ("grad x", gf.get(x.as_tensor()), gs.get(x64.as_tensor())),
+            ("grad w", gf.get(w.as_tensor()), gs.get(w64.as_tensor())),
+        ];
+        for (name, f, s) in pairs {
+            let (Some(f), Some(s)) = (f, s) else {
+                panic!("{c:?}: no {name}")
+            };
+            let err = rel_err(f, s)?;
+            assert!(err <= 1e-5, "{c:?}: {name} relative error {err:e}");
+        }
+    }
+    Ok(())
+}

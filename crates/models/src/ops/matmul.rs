@@ -13,6 +13,9 @@ use candle_core::{bail, Result};
 
 use super::Real;
 
+mod bf16;
+pub(crate) use bf16::matmul_bf16;
+
 /// Products with fewer multiply-adds than this run on the calling thread only.
 const PARALLEL_MIN: usize = 1 << 18;
 
@@ -74,6 +77,53 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
+/// How a product multiplies its operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Products {
+    /// In the operands' own dtype.
+    #[default]
+    Exact,
+    /// `f32` operands rounded to `bf16`, their products summed in `f32`: what the mixed-precision
+    /// mode's `bf16` operands get from autocast, on the CPU's `bf16` dot-product instructions
+    /// ([`matmul_bf16`]). `f64` operands multiply exactly.
+    Bf16,
+}
+
+/// A matrix product with [`matmul`]'s arguments.
+pub(crate) type ProductFn<T> =
+    fn(Mat<'_, T>, Mat<'_, T>, &mut [T], usize, bool, bool) -> Result<()>;
+
+impl Products {
+    /// The product for `T` operands: [`matmul`], or `T`'s `bf16` one.
+    pub(crate) fn of<T: Real>(self) -> ProductFn<T> {
+        match self {
+            Self::Exact => matmul,
+            Self::Bf16 => T::BF16_PRODUCT,
+        }
+    }
+}
+
+/// `(m, n, k)` of `A (m x k) x B (k x n)` into the row-major `m x n` matrix with row stride
+/// `c_rs` at the start of `c`, or the error that says why the shapes do not fit.
+fn check_product<T>(
+    a: &Mat<'_, T>,
+    b: &Mat<'_, T>,
+    c: &[T],
+    c_rs: usize,
+) -> Result<(usize, usize, usize)> {
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    if b.rows != k {
+        bail!("matmul: A is {m}x{k} but B is {}x{n}", b.rows)
+    }
+    if m > 0 && n > 0 && (c_rs < n || (m - 1) * c_rs + n > c.len()) {
+        bail!(
+            "matmul: {} elements cannot hold a {m}x{n} result with row stride {c_rs}",
+            c.len()
+        )
+    }
+    Ok((m, n, k))
+}
+
 /// `C = A x B`, or `C += A x B` with `accumulate`, where `C` is the row-major `(A.rows, B.cols)`
 /// matrix with row stride `c_rs` (at least `B.cols`) at the start of `c`. With `parallel`, a
 /// large product is split between rayon's threads; without, it runs on the calling thread.
@@ -85,18 +135,9 @@ pub(crate) fn matmul<T: Real>(
     accumulate: bool,
     parallel: bool,
 ) -> Result<()> {
-    let (m, n, k) = (a.rows, b.cols, a.cols);
-    if b.rows != k {
-        bail!("matmul: A is {m}x{k} but B is {}x{n}", b.rows)
-    }
+    let (m, n, k) = check_product(&a, &b, c, c_rs)?;
     if m == 0 || n == 0 {
         return Ok(());
-    }
-    if c_rs < n || (m - 1) * c_rs + n > c.len() {
-        bail!(
-            "matmul: {} elements cannot hold a {m}x{n} result with row stride {c_rs}",
-            c.len()
-        )
     }
     if k == 0 {
         if !accumulate {
@@ -146,15 +187,19 @@ pub(crate) fn matmul<T: Real>(
 mod tests {
     use super::*;
 
-    /// The textbook triple loop in f64: an independent reference.
-    fn reference(a: Mat<'_, f32>, b: Mat<'_, f32>) -> Vec<f64> {
+    /// The textbook triple loop in f64 over `round(x)` of each operand: an independent
+    /// reference.
+    fn reference(
+        a: Mat<'_, f32>,
+        b: Mat<'_, f32>,
+        round: impl Fn(f32) -> f64,
+    ) -> Vec<f64> {
         let mut c = vec![0.0f64; a.rows * b.cols];
         for i in 0..a.rows {
             for j in 0..b.cols {
                 c[i * b.cols + j] = (0..a.cols)
                     .map(|p| {
-                        f64::from(a.data[i * a.rs + p * a.cs])
-                            * f64::from(b.data[p * b.rs + j * b.cs])
+                        round(a.data[i * a.rs + p * a.cs]) * round(b.data[p * b.rs + j * b.cs])
                     })
                     .sum();
             }
@@ -162,23 +207,25 @@ mod tests {
         c
     }
 
-    fn values(n: usize, seed: usize) -> Vec<f32> {
+    pub(super) fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n)
             .map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0)
             .collect()
     }
 
-    #[test]
-    fn strided_and_accumulated_products_match_the_triple_loop() -> Result<()> {
-        for (m, n, k) in [
-            (1, 1, 1),
-            (13, 33, 7),
-            (100, 515, 600),
-            (64, 363, 300),
-            (5, 9, 0),
-        ] {
+    /// `product` against [`reference`] (operands rounded by `round`) for each `(m, n, k)`, the
+    /// operands made by `operands(m, len, seed)`, both plain and transposed, into a block of a
+    /// wider, pre-filled C, with and without `accumulate` and `parallel`: only the order of the
+    /// f32 sums may differ.
+    pub(super) fn check(
+        product: ProductFn<f32>,
+        shapes: &[(usize, usize, usize)],
+        operands: impl Fn(usize, usize, usize) -> Vec<f32>,
+        round: impl Fn(f32) -> f64 + Copy,
+    ) -> Result<()> {
+        for &(m, n, k) in shapes {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                let (ad, bd) = (values(m * k, 1), values(k * n, 2));
+                let (ad, bd) = (operands(m, m * k, 1), operands(m, k * n, 2));
                 let a = if ta {
                     Mat::row_major(&ad, k, m)?.t()
                 } else {
@@ -189,7 +236,7 @@ mod tests {
                 } else {
                     Mat::row_major(&bd, k, n)?
                 };
-                let want = reference(a, b);
+                let want = reference(a, b, round);
                 // C is a block of a wider matrix, pre-filled so accumulation and the untouched
                 // columns show.
                 let c_rs = n + 3;
@@ -198,7 +245,7 @@ mod tests {
                     [(false, false), (true, false), (false, true), (true, true)]
                 {
                     let mut c = start.clone();
-                    matmul(a, b, &mut c, c_rs, accumulate, parallel)?;
+                    product(a, b, &mut c, c_rs, accumulate, parallel)?;
                     for i in 0..m {
                         for j in 0..c_rs {
                             let (got, before) = (c[i * c_rs + j], start[i * c_rs + j]);
@@ -219,6 +266,18 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn strided_and_accumulated_products_match_the_triple_loop() -> Result<()> {
+        let shapes = [
+            (1, 1, 1),
+            (13, 33, 7),
+            (100, 515, 600),
+            (64, 363, 300),
+            (5, 9, 0),
+        ];
+        check(matmul, &shapes, |_, len, seed| values(len, seed), f64::from)
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! The fast ops are Candle [`candle_core::CustomOp1`]s whose `bwd` applies a second custom op
 //! (a [`candle_core::CustomOp2`] over the forward input and the output gradient) that returns the
 //! input gradient. The CPU kernels are rayon-parallel and handle `f32` and `f64`; on the CPU a
-//! `bf16` or `f16` tensor (mixed-precision training) runs through them in `f32` ([`in_f32_on_cpu`]);
+//! `bf16` or `f16` tensor (mixed-precision training) runs through them in `f32` ([`in_f32_on_cpu`]),
+//! the convolutions' products for `bf16` with `bf16` operands ([`Products::Bf16`]);
 //! other dtypes are an error. With the `cuda` feature, max-pooling and LRN (both passes) also run on CUDA, for
 //! `f32`, `f64`, `f16` and `bf16` (kernels in `ops/cuda/*.cu`, one thread per output element);
 //! [`conv2d`] uses Candle's stock CUDA convolution there.
@@ -127,6 +128,9 @@ pub use mean_max::{
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
+use matmul::ProductFn;
+pub use matmul::Products;
+
 /// Runs `op` on `xs` widened to `f32` when `xs` is a half-precision tensor on the CPU, and narrows
 /// the result back; otherwise runs it as is.
 ///
@@ -177,11 +181,14 @@ pub(crate) trait Real: WithDType + std::ops::Neg<Output = Self> {
     fn to_storage(v: Vec<Self>) -> CpuStorage {
         Self::to_cpu_storage_owned(v)
     }
+    /// This type's product with `bf16` products ([`Products::Bf16`]).
+    const BF16_PRODUCT: ProductFn<Self>;
 }
 
 macro_rules! real {
-    ($t:ty) => {
+    ($t:ty, bf16 products: $bf16:path) => {
         impl Real for $t {
+            const BF16_PRODUCT: ProductFn<Self> = $bf16;
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INF: Self = <$t>::NEG_INFINITY;
@@ -204,8 +211,8 @@ macro_rules! real {
         }
     };
 }
-real!(f32);
-real!(f64);
+real!(f32, bf16 products: matmul::matmul_bf16);
+real!(f64, bf16 products: matmul::matmul);
 
 /// The elements of a contiguous CPU tensor, or an error naming `op` when the layout is strided.
 pub(crate) fn contiguous_slice<'a, T: WithDType>(

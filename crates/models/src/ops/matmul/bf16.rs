@@ -1,0 +1,376 @@
+//! `C (+)= A x B` with `bf16` products and `f32` sums, on AVX-512 BF16's `vdpbf16ps`.
+//!
+//! The mixed-precision mode's convolutions multiply `bf16` values (activations, weights and
+//! gradients all lie on the `bf16` grid there) but had to do it with `f32` FMAs: neither Candle
+//! 0.11 nor the `gemm` crate has a `bf16` kernel for the CPU. `vdpbf16ps` multiplies two pairs of
+//! `bf16` per 32-bit lane and adds both products to an `f32` lane, twice the multiply-adds of
+//! an `f32` FMA per instruction. This is the usual blocked GEMM around it: `B` packed block by
+//! block into panels of [`NR`] columns, `A` into panels of [`MR`] rows, each as consecutive
+//! `k` pairs (one `u32` = two `bf16` per lane, rounded to nearest even as Candle rounds), and an
+//! `MR x NR` micro-kernel holding its tile in 24 of the 32 vector registers. With `parallel`,
+//! rayon splits each block's rows of tiles.
+//!
+//! Where the CPU lacks AVX-512 BF16 the product is the `f32` one of [`matmul`] (the same
+//! values, when the operands lie on the `bf16` grid, up to the order of the sums).
+#![allow(unsafe_code)]
+
+use candle_core::Result;
+use rayon::prelude::*;
+
+use super::{check_product, matmul, Mat};
+use crate::ops::cast::round_to_bf16;
+
+/// Rows of a micro-tile.
+const MR: usize = 8;
+/// Columns of a micro-tile: three 16-lane vectors.
+const NR: usize = 48;
+/// `k` pairs per block: an `A` panel (8 KiB) and a `B` panel (48 KiB) stay in L1/L2 while a
+/// tile runs through them.
+const KC: usize = 256;
+/// Rows per block of `A` (a multiple of [`MR`]): 128 rows of 256 pairs, 128 KiB, in L2.
+const MC: usize = 128;
+/// Columns per block of `B` (a multiple of [`NR`]): 2 496 columns of 256 pairs, 2.4 MiB.
+const NC: usize = 52 * NR;
+
+/// Fewer rows than this take [`matmul`]: packing `B` (every element rounded and interleaved)
+/// costs as much as the products it serves (64 x 12100 x 363, AlexNet's first layer: 390
+/// GFLOP/s here against `f32`'s 417). On operands on the `bf16` grid the results are the same
+/// up to the order of the sums (a product of two `bf16` is exact in `f32`).
+const MIN_ROWS: usize = 96;
+
+/// Whether this CPU runs the `bf16` kernel (checked once; the answer cannot change).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`matmul`]'s product (same arguments and checks) with each operand rounded to `bf16`
+/// and the products summed in `f32`.
+pub(crate) fn matmul_bf16(
+    a: Mat<'_, f32>,
+    b: Mat<'_, f32>,
+    c: &mut [f32],
+    c_rs: usize,
+    accumulate: bool,
+    parallel: bool,
+) -> Result<()> {
+    let (m, n, k) = check_product(&a, &b, c, c_rs)?;
+    if !available() || m < MIN_ROWS || n == 0 || k == 0 {
+        return matmul(a, b, c, c_rs, accumulate, parallel);
+    }
+    let parallel = parallel && rayon::current_num_threads() > 1;
+    let (mut ap, mut bp) = (Vec::new(), Vec::new());
+    // A's lanes are its rows, B's its columns.
+    let a_op = Operand {
+        data: a.data,
+        ls: a.rs,
+        ks: a.cs,
+        k_len: k,
+    };
+    let b_op = Operand {
+        data: b.data,
+        ls: b.cs,
+        ks: b.rs,
+        k_len: k,
+    };
+    for j0 in (0..n).step_by(NC) {
+        let nb = NC.min(n - j0);
+        for p0 in (0..k).step_by(2 * KC) {
+            let pairs = KC.min((k - p0).div_ceil(2));
+            b_op.pack(j0, nb, p0, pairs, NR, false, &mut bp, parallel);
+            let overwrite = p0 == 0 && !accumulate;
+            for i0 in (0..m).step_by(MC) {
+                let mb = MC.min(m - i0);
+                a_op.pack(i0, mb, p0, pairs, MR, true, &mut ap, parallel);
+                let block = Block {
+                    pairs,
+                    ap: &ap,
+                    bp: &bp,
+                    nb,
+                    j0,
+                    c_rs,
+                    overwrite,
+                };
+                // The block's rows of C, `MR` at a time (the last rows may be short).
+                let rows = &mut c[i0 * c_rs..];
+                let run = |(ir, rows): (usize, &mut [f32])| {
+                    let valid = MR.min(mb - ir * MR);
+                    block.row_of_tiles(ir, rows, valid);
+                };
+                let tiles = mb.div_ceil(MR);
+                if parallel {
+                    rows.par_chunks_mut(MR * c_rs)
+                        .take(tiles)
+                        .enumerate()
+                        .for_each(run);
+                } else {
+                    rows.chunks_mut(MR * c_rs)
+                        .take(tiles)
+                        .enumerate()
+                        .for_each(run);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One block's packed operands and where its product goes.
+struct Block<'a> {
+    pairs: usize,
+    ap: &'a [u32],
+    bp: &'a [u32],
+    /// Columns of the block and the first of them.
+    nb: usize,
+    j0: usize,
+    c_rs: usize,
+    /// Whether the tiles replace C (the first `k` block without `accumulate`) or add to it.
+    overwrite: bool,
+}
+
+impl Block<'_> {
+    /// The tiles of row panel `ir` into `rows` (C's rows of that panel, `valid` of them).
+    fn row_of_tiles(&self, ir: usize, rows: &mut [f32], valid: usize) {
+        let a = &self.ap[ir * self.pairs * MR..][..self.pairs * MR];
+        let mut tile = [0.0f32; MR * NR];
+        for jr in 0..self.nb.div_ceil(NR) {
+            let b = &self.bp[jr * self.pairs * NR..][..self.pairs * NR];
+            // SAFETY: `matmul_bf16` runs this only where `available()` found avx512f and
+            // avx512bf16; the kernel checks the panels' lengths itself.
+            unsafe { kernel(self.pairs, a, b, &mut tile) };
+            let cols = NR.min(self.nb - jr * NR);
+            let j = self.j0 + jr * NR;
+            for (r, t) in tile.chunks_exact(NR).take(valid).enumerate() {
+                let dst = &mut rows[r * self.c_rs + j..][..cols];
+                if self.overwrite {
+                    dst.copy_from_slice(&t[..cols]);
+                } else {
+                    dst.iter_mut().zip(t).for_each(|(d, &v)| *d += v);
+                }
+            }
+        }
+    }
+}
+
+/// One operand as the packer reads it: element `(lane, k)` at `lane * ls + k * ks` of `data`,
+/// `k_len` values of `k` (A's lanes are its rows, B's its columns).
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    data: &'a [f32],
+    ls: usize,
+    ks: usize,
+    k_len: usize,
+}
+
+impl Operand<'_> {
+    /// `bf16` bits of element `(lane, k)`, zero past the last `k`.
+    #[inline(always)]
+    fn bits(&self, lane: usize, k: usize) -> u32 {
+        if k < self.k_len {
+            u32::from(round_to_bf16(self.data[lane * self.ls + k * self.ks]))
+        } else {
+            0
+        }
+    }
+
+    /// Packs lanes `l0..l0 + lanes` and `pairs` `k` pairs from `k = p0` into `out` as panels of
+    /// `width` lanes, each `pairs * width` long. Pair `p` of lane `l` is one `u32` holding
+    /// `bf16(k = p0 + 2p)` in its low half and `bf16(k = p0 + 2p + 1)` in its high half, at
+    /// `p * width + l` within its panel (B: a pair's lanes are one vector) or, with `by_lane`,
+    /// at `l * pairs + p` (A: each lane's pairs in a run, as its rows are stored, so packing a
+    /// row-major A is a plain conversion; the kernel broadcasts one pair at a time). Lanes past
+    /// `lanes` and `k` past `k_len` are zeros, so edge tiles need no other case.
+    #[allow(clippy::too_many_arguments)]
+    fn pack(
+        &self,
+        l0: usize,
+        lanes: usize,
+        p0: usize,
+        pairs: usize,
+        width: usize,
+        by_lane: bool,
+        out: &mut Vec<u32>,
+        parallel: bool,
+    ) {
+        out.clear();
+        out.resize(lanes.div_ceil(width) * pairs * width, 0);
+        let panel = |(q, dst): (usize, &mut [u32])| {
+            let (first, live) = (l0 + q * width, width.min(lanes - q * width));
+            let at = |l: usize, p: usize| {
+                if by_lane {
+                    l * pairs + p
+                } else {
+                    p * width + l
+                }
+            };
+            // SAFETY: `matmul_bf16` packs only where `available()` found avx512f.
+            unsafe { self.pack_panel(first, live, p0, pairs, by_lane, at, dst) }
+        };
+        if parallel {
+            out.par_chunks_mut(pairs * width)
+                .enumerate()
+                .for_each(panel);
+        } else {
+            out.chunks_mut(pairs * width).enumerate().for_each(panel);
+        }
+    }
+
+    /// One panel of [`Self::pack`]: lanes `first..first + live` into `dst` (zeroed), pair `p` of
+    /// lane `l` at `at(l, p)`. Compiled for AVX-512 so that its loops vectorise 16 lanes wide.
+    ///
+    /// # Safety
+    /// The CPU must have avx512f.
+    #[allow(clippy::too_many_arguments)]
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    unsafe fn pack_panel(
+        &self,
+        first: usize,
+        live: usize,
+        p0: usize,
+        pairs: usize,
+        by_lane: bool,
+        at: impl Fn(usize, usize) -> usize,
+        dst: &mut [u32],
+    ) {
+        let Self {
+            data,
+            ls,
+            ks,
+            k_len,
+        } = *self;
+        let pair = |x: f32, y: f32| u32::from(round_to_bf16(x)) | u32::from(round_to_bf16(y)) << 16;
+        // Pairs with both halves inside the operand; a last odd `k` makes one more, half zero.
+        let whole = ((k_len - p0) / 2).min(pairs);
+        if by_lane && ks == 1 {
+            // Each lane's `k` run is contiguous and so is its run of pairs.
+            for l in 0..live {
+                let run = &data[(first + l) * ls + p0..][..2 * whole];
+                let out = &mut dst[l * pairs..][..whole];
+                for (d, xy) in out.iter_mut().zip(run.chunks_exact(2)) {
+                    *d = pair(xy[0], xy[1]);
+                }
+            }
+        } else if !by_lane && ls == 1 {
+            // Lanes contiguous and so is each pair's row of lanes: two runs read in step.
+            let width = dst.len() / pairs;
+            for (p, row) in dst.chunks_exact_mut(width).take(whole).enumerate() {
+                let k = p0 + 2 * p;
+                let lo = &data[first + k * ks..][..live];
+                let hi = &data[first + (k + 1) * ks..][..live];
+                for ((d, &x), &y) in row.iter_mut().zip(lo).zip(hi) {
+                    *d = pair(x, y);
+                }
+            }
+        } else {
+            for p in 0..whole {
+                let k = p0 + 2 * p;
+                for l in 0..live {
+                    dst[at(l, p)] = self.bits(first + l, k) | self.bits(first + l, k + 1) << 16;
+                }
+            }
+        }
+        for p in whole..pairs {
+            let k = p0 + 2 * p;
+            for l in 0..live {
+                dst[at(l, p)] = self.bits(first + l, k) | self.bits(first + l, k + 1) << 16;
+            }
+        }
+    }
+}
+
+/// The `MR x NR` tile of `pairs` packed `k` pairs: `a` holds `MR` lanes of `pairs` pairs each,
+/// `b` `NR` lanes per pair.
+///
+/// # Safety
+/// The CPU must have avx512f and avx512bf16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn kernel(pairs: usize, a: &[u32], b: &[u32], tile: &mut [f32; MR * NR]) {
+    use std::arch::x86_64::*;
+    assert!(a.len() >= pairs * MR && b.len() >= pairs * NR);
+    let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+    for p in 0..pairs {
+        // SAFETY: the assertion above keeps every read inside `a` and `b`; unaligned loads.
+        // A `u32` pair of bf16 and a 16-lane vector of them are the same bits as `__m512bh`.
+        unsafe {
+            let bp = b.as_ptr().add(p * NR);
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(16).cast()));
+            let b2: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(32).cast()));
+            let ap = a.as_ptr().add(p);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let ai: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*ap.add(i * pairs) as i32));
+                acc[0] = _mm512_dpbf16_ps(acc[0], ai, b0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], ai, b1);
+                acc[2] = _mm512_dpbf16_ps(acc[2], ai, b2);
+            }
+        }
+    }
+    for (row, acc) in tile.chunks_exact_mut(NR).zip(&acc) {
+        for (dst, v) in row.chunks_exact_mut(16).zip(acc) {
+            // SAFETY: each chunk holds 16 f32, one unaligned 512-bit store.
+            unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *v) };
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn kernel(_: usize, _: &[u32], _: &[u32], _: &mut [f32; MR * NR]) {
+    unreachable!("matmul_bf16 checks `available()` first")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{check, values};
+    use super::*;
+    use half::bf16;
+
+    #[test]
+    fn products_match_the_triple_loop_on_bf16_values() -> Result<()> {
+        if !available() {
+            eprintln!("this CPU has no AVX-512 BF16: only the f32 fallback runs");
+        }
+        // Edges of every block size: tiles cut in both directions, odd k (a half pair), k over
+        // one block (KC pairs), rows over one A block (MC), columns over one B block (NC); and
+        // fewer rows than MIN_ROWS (the f32 fallback).
+        let shapes = [
+            (1, 1, 1),
+            (13, 97, 515),
+            (MIN_ROWS, 49, 3),
+            (MIN_ROWS + 9, 97, 515),
+            (MC + 2, 50, 64),
+            (MIN_ROWS + 1, 2 * NC + 5, 8),
+        ];
+        let round = |x: f32| bf16::from_f32(x).to_f32();
+        // Off the bf16 grid where the kernel runs (its packing rounds them); on it for the
+        // fallback, as the mixed-precision mode's operands are.
+        let operands = |m: usize, len: usize, seed: usize| {
+            let v = values(len, seed);
+            if m >= MIN_ROWS {
+                v
+            } else {
+                v.into_iter().map(round).collect()
+            }
+        };
+        check(matmul_bf16, &shapes, operands, |x| f64::from(round(x)))
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors() -> Result<()> {
+        let d = values(12, 4);
+        let a = Mat::row_major(&d, 3, 4)?;
+        let mut c = vec![0.0; 16];
+        assert!(matmul_bf16(a, a, &mut c, 4, false, true).is_err());
+        let b = Mat::row_major(&d, 4, 3)?;
+        assert!(matmul_bf16(a, b, &mut c[..8], 3, false, true).is_err());
+        Ok(())
+    }
+}
