@@ -189,11 +189,7 @@ mod tests {
 
     /// The textbook triple loop in f64 over `round(x)` of each operand: an independent
     /// reference.
-    fn reference(
-        a: Mat<'_, f32>,
-        b: Mat<'_, f32>,
-        round: impl Fn(f32) -> f64,
-    ) -> Vec<f64> {
+    fn reference(a: Mat<'_, f32>, b: Mat<'_, f32>, round: impl Fn(f32) -> f64) -> Vec<f64> {
         let mut c = vec![0.0f64; a.rows * b.cols];
         for i in 0..a.rows {
             for j in 0..b.cols {

@@ -268,6 +268,26 @@ impl Operand<'_> {
                     *d = pair(x, y);
                 }
             }
+        } else if ks == 1 && live <= NR {
+            // Pairs adjacent, lanes strided (B^T, the weight gradient's): each lane's run
+            // converted 16 pairs at a time into a small buffer, written out a pair's row at a time.
+            let width = dst.len() / pairs;
+            let mut buf = [[0u32; 16]; NR];
+            for start in (0..whole).step_by(16) {
+                let n = 16.min(whole - start);
+                for (l, b) in buf.iter_mut().take(live).enumerate() {
+                    let run = &data[(first + l) * ls + p0 + 2 * start..][..2 * n];
+                    for (d, xy) in b.iter_mut().zip(run.chunks_exact(2)) {
+                        *d = pair(xy[0], xy[1]);
+                    }
+                }
+                for i in 0..n {
+                    let row = &mut dst[(start + i) * width..][..live];
+                    for (d, b) in row.iter_mut().zip(&buf) {
+                        *d = b[i];
+                    }
+                }
+            }
         } else {
             for p in 0..whole {
                 let k = p0 + 2 * p;
