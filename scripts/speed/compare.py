@@ -3,7 +3,8 @@
 Usage: compare.py [--precision f32|bf16] ZOO_JSON...   (each file the output of `zoo speed --json`)
 With bf16, PyTorch runs under `torch.autocast("cpu", torch.bfloat16)`, the counterpart of zoo's
 `--precision bf16` (f32 weights, bf16 compute).
-Run by compare.sh, which produces the JSON. Needs torch and torchvision (scripts/reference/setup.sh
+Run by compare.sh, which produces the JSON and gives Python the glibc malloc settings zoo
+applies to itself (without them PyTorch page-faults every large buffer in again). Needs torch and torchvision (scripts/reference/setup.sh
 installs them into .venv-ref); zoo itself never depends on Python.
 """
 
@@ -19,18 +20,26 @@ import torch.nn as nn
 import torchvision
 
 
-def alexnet_cifar() -> nn.Module:
-    """zoo/alexnet-cifar.yaml as PyTorch: 5 conv (+ReLU), LRN after conv1/conv2, 3/2 max-pool, 3 FC."""
+def alexnet_cifar(attention=None) -> nn.Module:
+    """zoo/alexnet-cifar.yaml as PyTorch: 5 conv (+ReLU), LRN after conv1/conv2, 3/2 max-pool, 3 FC.
+
+    `attention(channels)`, when given, builds the module placed after every conv stage (after
+    its LRN, before its pooling), as the attention mixins' `at: [conv1, ..., conv5]` place it.
+    """
 
     def lrn():
         return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
 
+    def att(c):
+        return attention(c) if attention else nn.Identity()
+
     return nn.Sequential(
-        nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(inplace=True), lrn(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), lrn(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(inplace=True), lrn(), att(64), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), lrn(), att(192),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True), att(384),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True), att(256),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), att(256), nn.MaxPool2d(3, 2),
         nn.Flatten(),
         nn.Dropout(0.5), nn.Linear(256 * 3 * 3, 1024), nn.ReLU(inplace=True),
         nn.Dropout(0.5), nn.Linear(1024, 1024), nn.ReLU(inplace=True),
@@ -38,15 +47,32 @@ def alexnet_cifar() -> nn.Module:
     )
 
 
+def se(c):
+    """zoo/mixins/se.yaml's block: timm's squeeze-and-excitation, reduction 16."""
+    from timm.layers.squeeze_excite import SEModule
+    return SEModule(c, rd_ratio=1 / 16)
+
+
+def spatial(c):
+    """zoo/mixins/spatial.yaml's block: timm's CBAM spatial attention, 7x7."""
+    from timm.layers.cbam import SpatialAttn
+    return SpatialAttn(kernel_size=7)
+
+
 MODELS = {
-    # card name -> (constructor, input size, classes)
+    # card name -> (constructor, input size, classes). The attention twins (timm, in .venv-ref)
+    # show what PyTorch itself pays for a block: time them beside their backbone, e.g.
+    # `zoo speed alexnet-cifar alexnet-cifar-se alexnet-cifar-spatial --batch 128
+    # --train-batch 128 --json > t.json && compare.py t.json`.
     "alexnet": (lambda: torchvision.models.alexnet(weights=None), 224, 1000),
     "alexnet-cifar": (alexnet_cifar, 32, 10),
+    "alexnet-cifar-se": (lambda: alexnet_cifar(se), 32, 10),
+    "alexnet-cifar-spatial": (lambda: alexnet_cifar(spatial), 32, 10),
 }
 
 
 def rate(model, batch, size, classes, mode, runs, bf16):
-    """Median images/s over `runs` timed passes after one warm-up, as `zoo speed` does."""
+    """Median images/s over `runs` timed passes after a warm-up."""
     x = torch.randn(batch, 3, size, size)
     y = torch.arange(batch) % classes
     if mode == "inference":
@@ -67,7 +93,12 @@ def rate(model, batch, size, classes, mode, runs, bf16):
             loss.backward()
             opt.step()
 
-    step()
+    # Warm up to steady state: at least 3 steps and 1 s (a fresh model's first steps run slow
+    # while oneDNN builds its kernels and the allocator grows).
+    start, steps = time.perf_counter(), 0
+    while steps < 3 or time.perf_counter() - start < 1.0:
+        step()
+        steps += 1
     rates = []
     for _ in range(runs):
         t = time.perf_counter()

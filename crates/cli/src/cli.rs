@@ -134,7 +134,8 @@ pub enum Precision {
     /// f32 throughout.
     F32,
     /// Mixed precision: activations and products in bf16, f32 master weights, loss in f32.
-    /// On the CPU this is emulated and slower than f32 (Candle 0.11 has no CPU bf16 kernels).
+    /// On the CPU the convolutions multiply in bf16 where the CPU has AVX-512 BF16; elsewhere
+    /// it is emulated in f32 and slower than f32.
     Bf16,
 }
 

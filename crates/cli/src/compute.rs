@@ -32,11 +32,11 @@ impl ComputeArgs {
             Precision::F32 => None,
             Precision::Bf16 => Some(DType::BF16),
         };
-        if dtype.is_some() && device.is_cpu() {
+        if dtype.is_some() && device.is_cpu() && !zoo_models::ops::bf16_products_available() {
             // Measured: `PRECISION=bf16 scripts/speed/compare.sh`, in reports/speed/cpu.md.
             eprintln!(
-                "note: --precision bf16 on the CPU rounds to bf16 but computes in f32 (Candle 0.11 \
-                 has no CPU bf16 matrix product), so it is slower than f32 here"
+                "note: this CPU has no AVX-512 BF16, so --precision bf16 multiplies in f32 between \
+                 bf16 roundings: slower than f32 here"
             );
         }
         Ok(Compute { device, dtype })

@@ -14,7 +14,7 @@ use candle_core::{bail, Result};
 use super::Real;
 
 mod bf16;
-pub(crate) use bf16::matmul_bf16;
+pub(crate) use bf16::{available as bf16_available, matmul_bf16};
 
 /// Products with fewer multiply-adds than this run on the calling thread only.
 const PARALLEL_MIN: usize = 1 << 18;

@@ -131,6 +131,12 @@ use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, WithDType};
 use matmul::ProductFn;
 pub use matmul::Products;
 
+/// Whether this CPU multiplies `bf16` operands natively ([`Products::Bf16`] on AVX-512 BF16);
+/// without it the mixed-precision mode's products run in `f32`.
+pub fn bf16_products_available() -> bool {
+    matmul::bf16_available()
+}
+
 /// Runs `op` on `xs` widened to `f32` when `xs` is a half-precision tensor on the CPU, and narrows
 /// the result back; otherwise runs it as is.
 ///
