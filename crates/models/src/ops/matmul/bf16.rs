@@ -203,15 +203,8 @@ impl Operand<'_> {
         out.resize(lanes.div_ceil(width) * pairs * width, 0);
         let panel = |(q, dst): (usize, &mut [u32])| {
             let (first, live) = (l0 + q * width, width.min(lanes - q * width));
-            let at = |l: usize, p: usize| {
-                if by_lane {
-                    l * pairs + p
-                } else {
-                    p * width + l
-                }
-            };
             // SAFETY: `matmul_bf16` packs only where `available()` found avx512f.
-            unsafe { self.pack_panel(first, live, p0, pairs, by_lane, at, dst) }
+            unsafe { self.pack_panel(first, live, p0, pairs, by_lane, dst) }
         };
         if parallel {
             out.par_chunks_mut(pairs * width)
@@ -222,12 +215,11 @@ impl Operand<'_> {
         }
     }
 
-    /// One panel of [`Self::pack`]: lanes `first..first + live` into `dst` (zeroed), pair `p` of
-    /// lane `l` at `at(l, p)`. Compiled for AVX-512 so that its loops vectorise 16 lanes wide.
+    /// One panel of [`Self::pack`]: lanes `first..first + live` into `dst` (zeroed, `pairs`
+    /// pairs of its lanes). Compiled for AVX-512 so that its loops vectorise 16 lanes wide.
     ///
     /// # Safety
     /// The CPU must have avx512f.
-    #[allow(clippy::too_many_arguments)]
     #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
     unsafe fn pack_panel(
         &self,
@@ -236,7 +228,6 @@ impl Operand<'_> {
         p0: usize,
         pairs: usize,
         by_lane: bool,
-        at: impl Fn(usize, usize) -> usize,
         dst: &mut [u32],
     ) {
         let Self {
@@ -245,10 +236,12 @@ impl Operand<'_> {
             ks,
             k_len,
         } = *self;
+        let width = dst.len() / pairs;
         let pair = |x: f32, y: f32| u32::from(round_to_bf16(x)) | u32::from(round_to_bf16(y)) << 16;
-        // Pairs with both halves inside the operand; a last odd `k` makes one more, half zero.
+        // Pairs with both halves inside the operand: the fast paths below pack these, the
+        // element-wise loop at the end the rest (a last odd `k`, half zero, or all of them).
         let whole = ((k_len - p0) / 2).min(pairs);
-        if by_lane && ks == 1 {
+        let packed = if by_lane && ks == 1 {
             // Each lane's `k` run is contiguous and so is its run of pairs.
             for l in 0..live {
                 let run = &data[(first + l) * ls + p0..][..2 * whole];
@@ -257,9 +250,9 @@ impl Operand<'_> {
                     *d = pair(xy[0], xy[1]);
                 }
             }
+            whole
         } else if !by_lane && ls == 1 {
             // Lanes contiguous and so is each pair's row of lanes: two runs read in step.
-            let width = dst.len() / pairs;
             for (p, row) in dst.chunks_exact_mut(width).take(whole).enumerate() {
                 let k = p0 + 2 * p;
                 let lo = &data[first + k * ks..][..live];
@@ -268,10 +261,10 @@ impl Operand<'_> {
                     *d = pair(x, y);
                 }
             }
-        } else if ks == 1 && live <= NR {
+            whole
+        } else if !by_lane && ks == 1 && live <= NR {
             // Pairs adjacent, lanes strided (B^T, the weight gradient's): each lane's run
             // converted 16 pairs at a time into a small buffer, written out a pair's row at a time.
-            let width = dst.len() / pairs;
             let mut buf = [[0u32; 16]; NR];
             for start in (0..whole).step_by(16) {
                 let n = 16.min(whole - start);
@@ -288,18 +281,19 @@ impl Operand<'_> {
                     }
                 }
             }
+            whole
         } else {
-            for p in 0..whole {
-                let k = p0 + 2 * p;
-                for l in 0..live {
-                    dst[at(l, p)] = self.bits(first + l, k) | self.bits(first + l, k + 1) << 16;
-                }
-            }
-        }
-        for p in whole..pairs {
+            0
+        };
+        for p in packed..pairs {
             let k = p0 + 2 * p;
             for l in 0..live {
-                dst[at(l, p)] = self.bits(first + l, k) | self.bits(first + l, k + 1) << 16;
+                let at = if by_lane {
+                    l * pairs + p
+                } else {
+                    p * width + l
+                };
+                dst[at] = self.bits(first + l, k) | self.bits(first + l, k + 1) << 16;
             }
         }
     }
