@@ -1,14 +1,16 @@
 //! zoo's AlexNet ops on the CPU at AlexNet's shapes: the fast custom ops (forward, and forward
 //! plus backward) against their stock-op `*_slow` references, the few-rows linear layer against
 //! Candle's matmul, and the attention descriptors, gates, batch norm and non-local core against
-//! the stock ops they replace.
-use candle_core::{Device, Result, Tensor, Var};
+//! the stock ops they replace; and the mixed-precision mode's `f32 <-> bf16` casts and weight
+//! rounding against Candle's `to_dtype`.
+use candle_core::{DType, Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use zoo_models::ops::{
     attention_core, attention_core_slow, batch_norm, bias_relu, bias_relu_slow, channel_mean_max,
     channel_mean_max_slow, channel_stats, gate_mul, linear, lrn, lrn_slow, max_pool2d,
-    max_pool2d_slow, max_pool2d_t, spatial_mean_max, spatial_mean_max_slow, FEW_ROWS,
+    max_pool2d_slow, max_pool2d_t, param_in, spatial_mean_max, spatial_mean_max_slow, to_dtype,
+    FEW_ROWS,
 };
 
 /// Batch size of every benchmark input.
@@ -263,13 +265,46 @@ fn bench_fused_blocks(cr: &mut Criterion) -> Result<()> {
     Ok(())
 }
 
+/// The bf16 mode's casts at AlexNet's first activation (`(64, 55, 55)` per image) and its
+/// rounding of the largest weight (`9216 x 4096`), against Candle's casts.
+fn bench_bf16_casts(cr: &mut Criterion) -> Result<()> {
+    let mut group = cr.benchmark_group("bf16_casts");
+    group.sample_size(10);
+    let act = input(64, 55, 55)?;
+    let act_bf16 = act.to_dtype(DType::BF16)?;
+    let weight = Tensor::randn(0f32, 0.01, (4096, 9216), &Device::Cpu)?;
+    let id = "8x64x55x55";
+    group.bench_function(BenchmarkId::new("f32_to_bf16", id), |b| {
+        b.iter(|| black_box(to_dtype(&act, DType::BF16)))
+    });
+    group.bench_function(BenchmarkId::new("stock_f32_to_bf16", id), |b| {
+        b.iter(|| black_box(act.to_dtype(DType::BF16)))
+    });
+    group.bench_function(BenchmarkId::new("bf16_to_f32", id), |b| {
+        b.iter(|| black_box(to_dtype(&act_bf16, DType::F32)))
+    });
+    group.bench_function(BenchmarkId::new("stock_bf16_to_f32", id), |b| {
+        b.iter(|| black_box(act_bf16.to_dtype(DType::F32)))
+    });
+    let id = "4096x9216";
+    group.bench_function(BenchmarkId::new("param_in_bf16", id), |b| {
+        b.iter(|| black_box(param_in(&weight, DType::BF16)))
+    });
+    group.bench_function(BenchmarkId::new("stock_cast_there_and_back", id), |b| {
+        b.iter(|| black_box(weight.to_dtype(DType::BF16)?.to_dtype(DType::F32)))
+    });
+    group.finish();
+    Ok(())
+}
+
 fn ops(cr: &mut Criterion) {
     let all = bench_max_pool(cr)
         .and_then(|()| bench_lrn(cr))
         .and_then(|()| bench_bias_relu(cr))
         .and_then(|()| bench_linear(cr))
         .and_then(|()| bench_attention_ops(cr))
-        .and_then(|()| bench_fused_blocks(cr));
+        .and_then(|()| bench_fused_blocks(cr))
+        .and_then(|()| bench_bf16_casts(cr));
     if let Err(e) = all {
         eprintln!("ops bench failed: {e}");
         std::process::exit(1);

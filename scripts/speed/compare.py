@@ -63,7 +63,8 @@ MODELS = {
     # card name -> (constructor, input size, classes). The attention twins (timm, in .venv-ref)
     # show what PyTorch itself pays for a block: time them beside their backbone, e.g.
     # `zoo speed alexnet-cifar alexnet-cifar-se alexnet-cifar-spatial --batch 128
-    # --train-batch 128 --json > t.json && compare.py t.json`.
+    # --train-batch 128 --json > t.json`, then `compare.py t.json` with compare.sh's
+    # GLIBC_TUNABLES (zoo's malloc settings).
     "alexnet": (lambda: torchvision.models.alexnet(weights=None), 224, 1000),
     "alexnet-cifar": (alexnet_cifar, 32, 10),
     "alexnet-cifar-se": (lambda: alexnet_cifar(se), 32, 10),
