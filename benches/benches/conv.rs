@@ -1,5 +1,6 @@
-//! zoo's CPU `conv2d` (chunked im2col + matmul, own backward) against Candle's stock
-//! `Tensor::conv2d` and its autograd, forward and forward plus backward, at AlexNet's shapes; and
+//! zoo's CPU `conv2d` (chunked im2col + matmul, own backward; Winograd's F(2x2, 3x3) for 3x3
+//! kernels at stride 1) against Candle's stock `Tensor::conv2d` and its autograd, forward and
+//! forward plus backward, at AlexNet's shapes; the same layers forced to im2col; and
 //! the backbone layer's fused `conv2d_bias_relu` against `conv2d` followed by `bias_relu`; and
 //! the mixed-precision mode's `bf16` products (`Products::Bf16`, AVX-512 BF16 where the CPU has
 //! it) on the same `f32` tensors.
@@ -47,8 +48,12 @@ const CIFAR: [Layer; 5] = [
 ];
 const CIFAR_BATCH: usize = 32;
 
-/// AlexNet-224's first two convolutions.
-const IMAGENET: [Layer; 2] = [layer(3, 64, 11, 4, 2, 224), layer(64, 192, 5, 1, 2, 27)];
+/// AlexNet-224's first two convolutions and its largest 3x3 one.
+const IMAGENET: [Layer; 3] = [
+    layer(3, 64, 11, 4, 2, 224),
+    layer(64, 192, 5, 1, 2, 27),
+    layer(384, 256, 3, 1, 1, 13),
+];
 const IMAGENET_BATCH: usize = 8;
 
 type Conv = fn(&Tensor, &Tensor, &Layer) -> Result<Tensor>;
@@ -59,6 +64,11 @@ fn stock(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
 
 fn fast(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
     conv2d(x, w, None, l.stride, l.padding, 1)
+}
+
+fn im2col(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
+    let op = Conv2d::new(l.kernel, l.kernel, l.stride, l.padding, 1)?;
+    x.apply_op2(w, op.im2col_only())
 }
 
 fn bf16_products(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
@@ -113,6 +123,7 @@ fn bench_layers(cr: &mut Criterion, name: &str, layers: &[Layer], batch: usize) 
         for (label, conv) in [
             ("stock", stock as Conv),
             ("zoo", fast as Conv),
+            ("zoo_im2col", im2col as Conv),
             ("zoo_then_bias_relu", conv_then_bias_relu as Conv),
             ("zoo_bias_relu_fused", fused_bias_relu as Conv),
             ("zoo_bf16_products", bf16_products as Conv),

@@ -28,6 +28,10 @@
 //! [`conv2d_bias_relu`] ([`Conv2dBiasRelu`]) adds it and the ReLU in place on the product, the
 //! backbone's every layer.
 //!
+//! A 3x3 kernel at stride 1 (AlexNet's last three layers) runs all three passes as Winograd's
+//! F(2x2, 3x3) instead ([`winograd`]): the same run and chunk structure around 16 smaller
+//! products of transformed tiles, 1.9x fewer multiply-adds at AlexNet's 13x13 maps.
+//!
 //! Everything runs on the CPU for `f32` and `f64`; for other dtypes or a non-CPU device
 //! [`conv2d`] falls back to Candle's stock `Tensor::conv2d`. A `bf16` input on the CPU (the
 //! mixed-precision mode) runs in `f32` between casts with `bf16` products ([`Products::Bf16`]:
@@ -35,6 +39,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+mod winograd;
 
 use super::bias_relu::bias_grads;
 use super::matmul::{Mat, Products};
@@ -60,6 +66,7 @@ pub struct Conv2d {
     groups: usize,
     col_budget: usize,
     products: Products,
+    winograd: bool,
 }
 
 /// The sizes of one call: `b` images of `c` input channels, `h x w` in, `ho x wo` out, `c_out`
@@ -107,6 +114,7 @@ impl Conv2d {
             groups,
             col_budget: COL_BUDGET,
             products: Products::Exact,
+            winograd: true,
         })
     }
 
@@ -115,6 +123,15 @@ impl Conv2d {
     pub fn with_col_budget(self, elements: usize) -> Self {
         Self {
             col_budget: elements,
+            ..self
+        }
+    }
+
+    /// The same convolution computed as im2col + GEMM even where F(2x2, 3x3) applies (for
+    /// comparisons).
+    pub fn im2col_only(self) -> Self {
+        Self {
+            winograd: false,
             ..self
         }
     }
@@ -335,11 +352,17 @@ impl Conv2d {
         let (out_image, in_image) = (d.c_out * d.l(), d.c * d.h * d.w);
         let mut ys = vec![T::ZERO; d.b * out_image];
         let (runs, parallel) = self.parts(d);
+        let u = self
+            .winograd()
+            .then(|| winograd::weights(ws, d.c_out, d.c / self.groups));
         Self::split_runs(&runs, &mut ys, out_image)
             .into_par_iter()
             .try_for_each(|((lo, hi), y)| {
-                let x = &xs[lo * in_image..hi * in_image];
-                self.fwd_run(x, ws, &d.with_batch(hi - lo), y, parallel)
+                let (x, dr) = (&xs[lo * in_image..hi * in_image], d.with_batch(hi - lo));
+                match &u {
+                    Some(u) => self.winograd_fwd_run(x, u, &dr, y, parallel),
+                    None => self.fwd_run(x, ws, &dr, y, parallel),
+                }
             })?;
         Ok(ys)
     }
@@ -392,11 +415,17 @@ impl Conv2d {
         let (out_image, in_image) = (d.c_out * d.l(), d.c * d.h * d.w);
         let mut dx = vec![T::ZERO; d.b * in_image];
         let (runs, parallel) = self.parts(d);
+        let u = self
+            .winograd()
+            .then(|| winograd::weights(ws, d.c_out, d.c / self.groups));
         Self::split_runs(&runs, &mut dx, in_image)
             .into_par_iter()
             .try_for_each(|((lo, hi), dx)| {
-                let g = &grad[lo * out_image..hi * out_image];
-                self.grad_input_run(ws, g, &d.with_batch(hi - lo), dx, parallel)
+                let (g, dr) = (&grad[lo * out_image..hi * out_image], d.with_batch(hi - lo));
+                match &u {
+                    Some(u) => self.winograd_grad_input_run(u, g, &dr, dx, parallel),
+                    None => self.grad_input_run(ws, g, &dr, dx, parallel),
+                }
             })?;
         Ok(dx)
     }
@@ -449,14 +478,22 @@ impl Conv2d {
             .into_par_iter()
             .map(|(lo, hi)| {
                 let x = &xs[lo * in_image..hi * in_image];
-                let g = &grad[lo * out_image..hi * out_image];
-                self.grad_weight_run(x, g, &d.with_batch(hi - lo), parallel)
+                let (g, dr) = (&grad[lo * out_image..hi * out_image], d.with_batch(hi - lo));
+                if self.winograd() {
+                    self.winograd_grad_weight_run(x, g, &dr, parallel)
+                } else {
+                    self.grad_weight_run(x, g, &dr, parallel)
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         let mut parts = partials.into_iter();
         let mut dw = parts.next().unwrap_or_default();
         for part in parts {
             dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
+        if self.winograd() {
+            // The runs summed their transformed gradients: one transform back for all.
+            dw = self.winograd_weight_grad(&dw, d);
         }
         Ok(dw)
     }

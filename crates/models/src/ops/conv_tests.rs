@@ -72,7 +72,7 @@ const fn case(
 /// Candle 0.11.1's stock backward takes the input gradient's `output_padding` from the height
 /// alone, so it fails when `(H + 2p - kh) % stride != (W + 2p - kw) % stride`; the cases keep
 /// those equal, and [`finite_differences_f64`] covers the unequal case.
-const CASES: [Case; 17] = [
+const CASES: [Case; 23] = [
     case(1, 3, (7, 9), 4, (3, 3), 1, 1, 1),
     case(3, 3, (11, 13), 5, (5, 5), 2, 2, 1),
     case(3, 4, (13, 11), 6, (3, 3), 2, 0, 2),
@@ -93,6 +93,14 @@ const CASES: [Case; 17] = [
     case(2, 2, (1, 1), 1, (7, 7), 1, 3, 1),
     case(2, 2, (2, 3), 1, (7, 7), 1, 3, 1),
     case(1, 3, (3, 3), 2, (7, 7), 2, 3, 1),
+    // 3x3 at stride 1 (Winograd's F(2x2, 3x3)): even and odd sides (whole and half tiles),
+    // padding 0 to 3, groups, a 1x1 map, and enough channels for long sums.
+    case(2, 5, (6, 8), 7, (3, 3), 1, 0, 1),
+    case(3, 4, (13, 13), 6, (3, 3), 1, 1, 2),
+    case(2, 3, (4, 5), 4, (3, 3), 1, 2, 1),
+    case(1, 2, (3, 2), 3, (3, 3), 1, 3, 1),
+    case(2, 3, (1, 1), 2, (3, 3), 1, 1, 1),
+    case(3, 96, (13, 13), 40, (3, 3), 1, 1, 1),
 ];
 
 /// Output and the gradients of `L = sum(conv(x, w, bias) * r)` (through a ReLU with `relu`)
@@ -204,8 +212,15 @@ fn half_precision_matches_stock() -> Result<()> {
 /// to rounding) against the autograd gradients of x, w and bias.
 #[test]
 fn finite_differences_f64() -> Result<()> {
+    // Stride 2 runs as im2col, stride 1 as F(2x2, 3x3).
+    for (stride, padding) in [(2, 1), (1, 1)] {
+        finite_differences(stride, padding)?;
+    }
+    Ok(())
+}
+
+fn finite_differences(stride: usize, padding: usize) -> Result<()> {
     let dt = DType::F64;
-    let (stride, padding) = (2, 1);
     let xs = uniform(&[1, 2, 4, 5], 12, dt)?;
     let ws = uniform(&[3, 2, 3, 3], 13, dt)?;
     let bs = uniform(&[3], 14, dt)?;
@@ -253,7 +268,8 @@ fn finite_differences_f64() -> Result<()> {
             let fd = (bump(eps)? - bump(-eps)?) / (2.0 * eps);
             assert!(
                 (fd - g[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
-                "argument {which} element {i}: finite difference {fd} vs autograd {}",
+                "stride {stride}: argument {which} element {i}: finite difference {fd} vs \
+                 autograd {}",
                 g[i]
             );
         }
@@ -325,26 +341,34 @@ fn bad_arguments_are_errors() -> Result<()> {
 /// Chunking the batch (one image per chunk, and 2 + 2 + 1 images) changes nothing.
 #[test]
 fn chunked_batch_matches_stock() -> Result<()> {
-    let c = case(5, 4, (9, 9), 6, (3, 3), 2, 1, 2);
-    let per_image = c.c_in * c.kh * c.kw * 5 * 5;
-    for budget in [1, 2 * per_image + 1] {
-        chunked_matches_stock(&c, budget)?;
+    for (c, per_image) in CHUNKED {
+        for budget in [1, 2 * per_image + 1] {
+            chunked_matches_stock(&c, budget)?;
+        }
     }
     Ok(())
 }
+
+/// Cases for the chunking tests, with the column budget one image takes: im2col's column
+/// matrix (stride 2), and F(2x2, 3x3)'s two transformed tensors (stride 1: 16 positions, 5 + 6
+/// channels, 3 x 3 tiles of a 5 x 5 output).
+const CHUNKED: [(Case, usize); 2] = [
+    (case(5, 4, (9, 9), 6, (3, 3), 2, 1, 2), 4 * 3 * 3 * 5 * 5),
+    (case(5, 5, (5, 5), 6, (3, 3), 1, 1, 1), 16 * (5 + 6) * 3 * 3),
+];
 
 /// The batch split between 1, 2 or 3 threads (runs of 5, 3 + 2 and 2 + 1 + 2 images), each
 /// run in chunks of 2 images, gives the same outputs and gradients.
 #[test]
 fn batch_split_between_threads_matches_stock() -> Result<()> {
-    let c = case(5, 4, (9, 9), 6, (3, 3), 2, 1, 2);
-    let per_image = c.c_in * c.kh * c.kw * 5 * 5;
-    for threads in [1, 2, 3] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(candle_core::Error::wrap)?;
-        pool.install(|| chunked_matches_stock(&c, 2 * per_image + 1))?;
+    for (c, per_image) in CHUNKED {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(candle_core::Error::wrap)?;
+            pool.install(|| chunked_matches_stock(&c, 2 * per_image + 1))?;
+        }
     }
     Ok(())
 }
