@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{bail, DType, Device, Result, Tensor, Var};
 
-use crate::fused::{MomentumUpdate, ParamUpdate};
+use crate::fused::{HostBuffer, SgdStep};
 
 /// A first-order optimiser with exportable state.
 pub trait Optim {
@@ -47,7 +47,15 @@ pub struct Sgd {
     momentum: f64,
     nesterov: bool,
     weight_decay: f64,
-    buffers: Vec<Option<Tensor>>,
+    buffers: Vec<Option<Buffer>>,
+}
+
+/// A momentum buffer: a tensor (the tensor-op path, and a restored state until its first fused
+/// step) or host memory that the fused CPU step updates in place.
+#[derive(Debug)]
+enum Buffer {
+    Tensor(Tensor),
+    Host(HostBuffer),
 }
 
 impl Sgd {
@@ -62,7 +70,7 @@ impl Sgd {
         if nesterov && momentum <= 0.0 {
             bail!("Nesterov momentum requires momentum > 0, got {momentum}")
         }
-        let buffers = vec![None; vars.len()];
+        let buffers = vars.iter().map(|_| None).collect();
         Ok(Sgd {
             vars,
             lr,
@@ -90,27 +98,20 @@ impl Optim for Sgd {
                 continue;
             };
             if fused_applies(self.momentum, var, grad) {
-                // Same arithmetic as below, two passes in place. A zero buffer gives exactly
-                // `b = g` on the first step, as `torch.optim.SGD` starts.
-                let b = match buffer.take() {
-                    Some(b) if b.is_contiguous() && b.dtype() == var.dtype() => b,
-                    Some(b) => b.to_dtype(var.dtype())?.contiguous()?.copy()?,
-                    None => var.as_tensor().zeros_like()?,
+                let mut host = match buffer.take() {
+                    Some(Buffer::Host(h)) => h,
+                    Some(Buffer::Tensor(t)) => HostBuffer::from_tensor(&t, var)?,
+                    None => HostBuffer::zeros(var)?,
                 };
-                let b = buffer.insert(b);
-                let g = grad.contiguous()?;
-                let update = MomentumUpdate {
-                    momentum: self.momentum,
-                    weight_decay: self.weight_decay,
-                };
-                b.inplace_op3(&g, var.as_tensor(), &update)?;
-                let update = ParamUpdate {
+                let step = SgdStep {
                     lr: self.lr,
                     momentum: self.momentum,
                     weight_decay: self.weight_decay,
                     nesterov: self.nesterov,
+                    buffer: std::sync::Mutex::new(&mut host),
                 };
-                var.as_tensor().inplace_op3(&g, b, &update)?;
+                var.as_tensor().inplace_op2(&grad.contiguous()?, &step)?;
+                *buffer = Some(Buffer::Host(host));
                 continue;
             }
             let p = var.as_tensor().detach();
@@ -121,14 +122,18 @@ impl Optim for Sgd {
             if self.momentum != 0.0 {
                 let b = match buffer.take() {
                     None => g.clone(),
-                    Some(b) => (b.affine(self.momentum, 0.0)? + &g)?,
+                    Some(Buffer::Tensor(b)) => (b.affine(self.momentum, 0.0)? + &g)?,
+                    Some(Buffer::Host(h)) => {
+                        let b = h.to_tensor(var.shape())?.to_device(var.device())?;
+                        (b.affine(self.momentum, 0.0)? + &g)?
+                    }
                 };
                 g = if self.nesterov {
                     (g + b.affine(self.momentum, 0.0)?)?
                 } else {
                     b.clone()
                 };
-                *buffer = Some(b);
+                *buffer = Some(Buffer::Tensor(b));
             }
             var.set(&(p - g.affine(self.lr, 0.0)?)?)?;
         }
@@ -145,21 +150,24 @@ impl Optim for Sgd {
 
     fn state(&self) -> Result<HashMap<String, Tensor>> {
         let mut state = HashMap::new();
-        for ((name, _), buffer) in self.vars.iter().zip(&self.buffers) {
-            if let Some(b) = buffer {
-                // A copy: the fused step updates the buffer in place.
-                state.insert(format!("{name}/momentum_buffer"), b.copy()?);
-            }
+        for ((name, var), buffer) in self.vars.iter().zip(&self.buffers) {
+            // Copies: the fused step updates its buffer in place.
+            let b = match buffer {
+                None => continue,
+                Some(Buffer::Tensor(b)) => b.copy()?,
+                Some(Buffer::Host(h)) => h.to_tensor(var.shape())?,
+            };
+            state.insert(format!("{name}/momentum_buffer"), b);
         }
         Ok(state)
     }
 
     fn load_state(&mut self, mut state: HashMap<String, Tensor>) -> Result<()> {
-        let mut buffers = vec![None; self.vars.len()];
+        let mut buffers: Vec<_> = self.vars.iter().map(|_| None).collect();
         for ((name, var), buffer) in self.vars.iter().zip(buffers.iter_mut()) {
             let key = format!("{name}/momentum_buffer");
             if let Some(t) = state.remove(&key) {
-                *buffer = Some(like_var(&key, t, var)?);
+                *buffer = Some(Buffer::Tensor(like_var(&key, t, var)?));
             }
         }
         reject_leftovers(state)?;
