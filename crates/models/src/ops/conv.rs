@@ -415,15 +415,15 @@ impl Conv2d {
         let (out_image, in_image) = (d.c_out * d.l(), d.c * d.h * d.w);
         let mut dx = vec![T::ZERO; d.b * in_image];
         let (runs, parallel) = self.parts(d);
-        let u = self
+        let ut = self
             .winograd()
-            .then(|| winograd::weights(ws, d.c_out, d.c / self.groups));
+            .then(|| winograd::weights_t(ws, d.c_out, d.c / self.groups, self.groups));
         Self::split_runs(&runs, &mut dx, in_image)
             .into_par_iter()
             .try_for_each(|((lo, hi), dx)| {
                 let (g, dr) = (&grad[lo * out_image..hi * out_image], d.with_batch(hi - lo));
-                match &u {
-                    Some(u) => self.winograd_grad_input_run(u, g, &dr, dx, parallel),
+                match &ut {
+                    Some(ut) => self.winograd_grad_input_run(ut, g, &dr, dx, parallel),
                     None => self.grad_input_run(ws, g, &dr, dx, parallel),
                 }
             })?;

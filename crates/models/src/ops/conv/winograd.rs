@@ -126,17 +126,24 @@ impl Grid {
     }
 }
 
+/// `G g G^T` for the 3x3 kernel `w` (row-major), as `[xi]`.
+fn kernel<T: Real>(w: &[T]) -> [[T; 4]; 4] {
+    both(
+        std::array::from_fn(|i| [w[3 * i], w[3 * i + 1], w[3 * i + 2]]),
+        g,
+    )
+}
+
 /// `U = G g G^T` for every kernel of `ws (Cout, cig, 3, 3)`, as `[Cout][xi][cig]`.
 pub(super) fn weights<T: Real>(ws: &[T], c_out: usize, cig: usize) -> Vec<T> {
     let mut u = vec![T::ZERO; c_out * XI * cig];
     u.par_chunks_mut(XI * cig).enumerate().for_each(|(k, uk)| {
         for c in 0..cig {
-            let w = &ws[(k * cig + c) * 9..][..9];
-            let t = both(
-                std::array::from_fn(|i| [w[3 * i], w[3 * i + 1], w[3 * i + 2]]),
-                g,
-            );
-            for (xi, &v) in t.iter().flatten().enumerate() {
+            for (xi, &v) in kernel(&ws[(k * cig + c) * 9..])
+                .iter()
+                .flatten()
+                .enumerate()
+            {
                 uk[xi * cig + c] = v;
             }
         }
@@ -144,14 +151,40 @@ pub(super) fn weights<T: Real>(ws: &[T], c_out: usize, cig: usize) -> Vec<T> {
     u
 }
 
-/// `dw = G^T dU G` for `du` as `[Cout][xi][cig]`, as `(Cout, cig, 3, 3)`: the adjoint of
-/// [`weights`].
-fn weights_adjoint<T: Real>(du: &[T], c_out: usize, cig: usize) -> Vec<T> {
+/// `U` transposed within each of `groups` groups, `[groups][cig][xi][cog]`: the input gradient's
+/// left operands `U_xi^T` as row-major matrices, which the GEMM packs faster than transposed
+/// views of [`weights`].
+pub(super) fn weights_t<T: Real>(ws: &[T], c_out: usize, cig: usize, groups: usize) -> Vec<T> {
+    let cog = c_out / groups;
+    let mut ut = vec![T::ZERO; c_out * XI * cig];
+    ut.par_chunks_mut(XI * cog)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (group, c) = (row / cig, row % cig);
+            for j in 0..cog {
+                let k = group * cog + j;
+                for (xi, &v) in kernel(&ws[(k * cig + c) * 9..])
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    dst[xi * cog + j] = v;
+                }
+            }
+        });
+    ut
+}
+
+/// `dw = G^T dU G` for `dut` laid out as [`weights_t`]'s `U`, as `(Cout, cig, 3, 3)`: the
+/// adjoint of [`weights`].
+fn weights_adjoint<T: Real>(dut: &[T], c_out: usize, cig: usize, groups: usize) -> Vec<T> {
+    let cog = c_out / groups;
     let mut dw = vec![T::ZERO; c_out * cig * 9];
     dw.par_chunks_mut(cig * 9).enumerate().for_each(|(k, dwk)| {
-        let duk = &du[k * XI * cig..][..XI * cig];
+        let (group, j) = (k / cog, k % cog);
         for (c, dst) in dwk.chunks_exact_mut(9).enumerate() {
-            let tile = std::array::from_fn(|i| std::array::from_fn(|j| duk[(4 * i + j) * cig + c]));
+            let row = &dut[(group * cig + c) * XI * cog..][..XI * cog];
+            let tile = std::array::from_fn(|i| std::array::from_fn(|l| row[(4 * i + l) * cog + j]));
             dst.iter_mut()
                 .zip(both(tile, gt).iter().flatten())
                 .for_each(|(d, &v)| *d = v);
@@ -366,10 +399,10 @@ impl Conv2d {
     }
 
     /// The input gradient `dx` of a run of `d.b` images from their output gradient `dy`, with
-    /// the transformed weights `u` from [`weights`].
+    /// the transformed weights `ut` from [`weights_t`].
     pub(super) fn winograd_grad_input_run<T: Real>(
         &self,
-        u: &[T],
+        ut: &[T],
         dy: &[T],
         d: &Dims,
         dx: &mut [T],
@@ -393,7 +426,7 @@ impl Conv2d {
             );
             for xi in 0..XI {
                 for g in 0..self.groups {
-                    let ugt = at_xi(u, g * cog, cog, xi, cig)?.t();
+                    let ugt = at_xi(ut, g * cig, cig, xi, cog)?;
                     let dmg = at_xi(&dm, g * cog, cog, xi, n)?;
                     let out = &mut dv[g * cig * XI * n + xi * n..];
                     matmul(ugt, dmg, out, XI * n, false, parallel)?;
@@ -404,9 +437,9 @@ impl Conv2d {
         Ok(())
     }
 
-    /// The transformed weight gradient `dU` (`[Cout][xi][cig]`) contributed by a run of `d.b`
-    /// images `xs` with output gradient `dy`; [`Self::winograd_weight_grad`] turns the sum of
-    /// the runs' into the weight gradient.
+    /// The transformed weight gradient `dU`, laid out as [`weights_t`]'s `U`, contributed by a
+    /// run of `d.b` images `xs` with output gradient `dy`; [`Self::winograd_weight_grad`] turns
+    /// the sum of the runs' into the weight gradient.
     pub(super) fn winograd_grad_weight_run<T: Real>(
         &self,
         xs: &[T],
@@ -418,7 +451,7 @@ impl Conv2d {
         let (in_image, out_image) = (d.c * d.h * d.w, d.c_out * d.l());
         let nb = self.winograd_chunk(d, grid);
         let (cig, cog) = (d.c / self.groups, d.c_out / self.groups);
-        let mut du = vec![T::ZERO; d.c_out * XI * cig];
+        let mut dut = vec![T::ZERO; d.c_out * XI * cig];
         let (mut v, mut dm) = (Vec::new(), Vec::new());
         for b0 in (0..d.b).step_by(nb) {
             let dc = d.with_batch(nb.min(d.b - b0));
@@ -432,21 +465,22 @@ impl Conv2d {
                 grid,
                 &mut dm,
             );
+            // dU_xi^T = V_xi dM_xi^T: the larger operand, V, on the left, read row by row.
             for xi in 0..XI {
                 for g in 0..self.groups {
-                    let dmg = at_xi(&dm, g * cog, cog, xi, n)?;
-                    let vgt = at_xi(&v, g * cig, cig, xi, n)?.t();
-                    let out = &mut du[g * cog * XI * cig + xi * cig..];
-                    matmul(dmg, vgt, out, XI * cig, true, parallel)?;
+                    let vg = at_xi(&v, g * cig, cig, xi, n)?;
+                    let dmgt = at_xi(&dm, g * cog, cog, xi, n)?.t();
+                    let out = &mut dut[g * cig * XI * cog + xi * cog..];
+                    matmul(vg, dmgt, out, XI * cog, true, parallel)?;
                 }
             }
         }
-        Ok(du)
+        Ok(dut)
     }
 
     /// The weight gradient `(Cout, Cin / groups, 3, 3)` from the summed `dU` of
     /// [`Self::winograd_grad_weight_run`].
-    pub(super) fn winograd_weight_grad<T: Real>(&self, du: &[T], d: &Dims) -> Vec<T> {
-        weights_adjoint(du, d.c_out, d.c / self.groups)
+    pub(super) fn winograd_weight_grad<T: Real>(&self, dut: &[T], d: &Dims) -> Vec<T> {
+        weights_adjoint(dut, d.c_out, d.c / self.groups, self.groups)
     }
 }
