@@ -7,7 +7,7 @@
 use candle_core::{Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
-use zoo_models::ops::{bias_relu, conv2d, conv2d_bias_relu, Conv2d, Products};
+use zoo_models::ops::{bias_relu, conv2d, conv2d_bias_relu, Algorithm, Conv2d, Products};
 
 /// One layer: `c_in -> c_out`, square `kernel`, `stride`, `padding`, on a `side x side` input.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +68,7 @@ fn fast(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
 
 fn im2col(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
     let op = Conv2d::new(l.kernel, l.kernel, l.stride, l.padding, 1)?;
-    x.apply_op2(w, op.im2col_only())
+    x.apply_op2(w, op.with_algorithm(Algorithm::Im2col))
 }
 
 fn bf16_products(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {

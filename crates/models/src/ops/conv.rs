@@ -66,8 +66,26 @@ pub struct Conv2d {
     groups: usize,
     col_budget: usize,
     products: Products,
-    winograd: bool,
+    algorithm: Algorithm,
 }
+
+/// How [`Conv2d`] computes a convolution that Winograd's F(2x2, 3x3) can compute (a 3x3 kernel
+/// at stride 1 with exact products); every other one is im2col + GEMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// F(2x2, 3x3) where a call has at least [`WINOGRAD_MIN_TILES`] output tiles, else im2col.
+    #[default]
+    Auto,
+    /// im2col + GEMM.
+    Im2col,
+    /// F(2x2, 3x3) whatever the size.
+    Winograd,
+}
+
+/// Fewest 2x2 output tiles per call for which [`Algorithm::Auto`] takes F(2x2, 3x3): below it,
+/// its 16 products are too small to beat im2col's single one (AlexNet's 13x13 layers, 49 tiles
+/// an image: forward at batch 1 1.1-1.6x slower, at batch 4 even).
+pub const WINOGRAD_MIN_TILES: usize = 192;
 
 /// The sizes of one call: `b` images of `c` input channels, `h x w` in, `ho x wo` out, `c_out`
 /// output channels.
@@ -114,7 +132,7 @@ impl Conv2d {
             groups,
             col_budget: COL_BUDGET,
             products: Products::Exact,
-            winograd: true,
+            algorithm: Algorithm::Auto,
         })
     }
 
@@ -127,13 +145,10 @@ impl Conv2d {
         }
     }
 
-    /// The same convolution computed as im2col + GEMM even where F(2x2, 3x3) applies (for
-    /// comparisons).
-    pub fn im2col_only(self) -> Self {
-        Self {
-            winograd: false,
-            ..self
-        }
+    /// The same convolution computed as `algorithm` says where F(2x2, 3x3) applies; results
+    /// agree up to rounding.
+    pub fn with_algorithm(self, algorithm: Algorithm) -> Self {
+        Self { algorithm, ..self }
     }
 
     /// The same convolution with its matrix products as `products` says (all three passes).
@@ -353,7 +368,7 @@ impl Conv2d {
         let mut ys = vec![T::ZERO; d.b * out_image];
         let (runs, parallel) = self.parts(d);
         let u = self
-            .winograd()
+            .winograd(d)
             .then(|| winograd::weights(ws, d.c_out, d.c / self.groups));
         Self::split_runs(&runs, &mut ys, out_image)
             .into_par_iter()
@@ -416,7 +431,7 @@ impl Conv2d {
         let mut dx = vec![T::ZERO; d.b * in_image];
         let (runs, parallel) = self.parts(d);
         let ut = self
-            .winograd()
+            .winograd(d)
             .then(|| winograd::weights_t(ws, d.c_out, d.c / self.groups, self.groups));
         Self::split_runs(&runs, &mut dx, in_image)
             .into_par_iter()
@@ -479,7 +494,7 @@ impl Conv2d {
             .map(|(lo, hi)| {
                 let x = &xs[lo * in_image..hi * in_image];
                 let (g, dr) = (&grad[lo * out_image..hi * out_image], d.with_batch(hi - lo));
-                if self.winograd() {
+                if self.winograd(d) {
                     self.winograd_grad_weight_run(x, g, &dr, parallel)
                 } else {
                     self.grad_weight_run(x, g, &dr, parallel)
@@ -491,7 +506,7 @@ impl Conv2d {
         for part in parts {
             dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
         }
-        if self.winograd() {
+        if self.winograd(d) {
             // The runs summed their transformed gradients: one transform back for all.
             dw = self.winograd_weight_grad(&dw, d);
         }

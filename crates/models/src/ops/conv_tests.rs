@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{conv2d, conv2d_bias_relu, Conv2d};
+use super::{conv2d, conv2d_bias_relu, Algorithm, Conv2d};
 
 /// Uniform values in `[-1, 1)`.
 fn uniform(dims: &[usize], seed: u64, dt: DType) -> Result<Tensor> {
@@ -72,7 +72,7 @@ const fn case(
 /// Candle 0.11.1's stock backward takes the input gradient's `output_padding` from the height
 /// alone, so it fails when `(H + 2p - kh) % stride != (W + 2p - kw) % stride`; the cases keep
 /// those equal, and [`finite_differences_f64`] covers the unequal case.
-const CASES: [Case; 23] = [
+const CASES: [Case; 24] = [
     case(1, 3, (7, 9), 4, (3, 3), 1, 1, 1),
     case(3, 3, (11, 13), 5, (5, 5), 2, 2, 1),
     case(3, 4, (13, 11), 6, (3, 3), 2, 0, 2),
@@ -93,7 +93,7 @@ const CASES: [Case; 23] = [
     case(2, 2, (1, 1), 1, (7, 7), 1, 3, 1),
     case(2, 2, (2, 3), 1, (7, 7), 1, 3, 1),
     case(1, 3, (3, 3), 2, (7, 7), 2, 3, 1),
-    // 3x3 at stride 1 (Winograd's F(2x2, 3x3)): even and odd sides (whole and half tiles),
+    // 3x3 at stride 1 (Winograd's F(2x2, 3x3), forced in `both_algorithms_match_stock`): even and odd sides (whole and half tiles),
     // padding 0 to 3, groups, a 1x1 map, and enough channels for long sums.
     case(2, 5, (6, 8), 7, (3, 3), 1, 0, 1),
     case(3, 4, (13, 13), 6, (3, 3), 1, 1, 2),
@@ -101,6 +101,8 @@ const CASES: [Case; 23] = [
     case(1, 2, (3, 2), 3, (3, 3), 1, 3, 1),
     case(2, 3, (1, 1), 2, (3, 3), 1, 1, 1),
     case(3, 96, (13, 13), 40, (3, 3), 1, 1, 1),
+    // Enough tiles (4 x 49) that `conv2d` itself picks F(2x2, 3x3).
+    case(4, 8, (13, 13), 6, (3, 3), 1, 1, 1),
 ];
 
 /// Output and the gradients of `L = sum(conv(x, w, bias) * r)` (through a ReLU with `relu`)
@@ -212,40 +214,37 @@ fn half_precision_matches_stock() -> Result<()> {
 /// to rounding) against the autograd gradients of x, w and bias.
 #[test]
 fn finite_differences_f64() -> Result<()> {
-    // Stride 2 runs as im2col, stride 1 as F(2x2, 3x3).
-    for (stride, padding) in [(2, 1), (1, 1)] {
-        finite_differences(stride, padding)?;
+    // Stride 2 runs as im2col; stride 1 as F(2x2, 3x3) (forced: the case is small) and im2col.
+    for (stride, algorithm) in [
+        (2, Algorithm::Auto),
+        (1, Algorithm::Winograd),
+        (1, Algorithm::Im2col),
+    ] {
+        finite_differences(stride, 1, algorithm)?;
     }
     Ok(())
 }
 
-fn finite_differences(stride: usize, padding: usize) -> Result<()> {
+fn finite_differences(stride: usize, padding: usize, algorithm: Algorithm) -> Result<()> {
     let dt = DType::F64;
     let xs = uniform(&[1, 2, 4, 5], 12, dt)?;
     let ws = uniform(&[3, 2, 3, 3], 13, dt)?;
     let bs = uniform(&[3], 14, dt)?;
-    let out_dims = conv2d(&xs, &ws, Some(&bs), stride, padding, 1)?
-        .dims()
-        .to_vec();
-    let r = uniform(&out_dims, 15, dt)?;
+    let op = Conv2d::new(3, 3, stride, padding, 1)?.with_algorithm(algorithm);
+    let conv = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<Tensor> {
+        x.apply_op2(w, op)?
+            .broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)
+    };
+    let r = uniform(conv(&xs, &ws, &bs)?.dims(), 15, dt)?;
     let loss = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<f64> {
-        (conv2d(x, w, Some(b), stride, padding, 1)? * &r)?
-            .sum_all()?
-            .to_scalar::<f64>()
+        (conv(x, w, b)? * &r)?.sum_all()?.to_scalar::<f64>()
     };
     let (x, w, b) = (
         Var::from_tensor(&xs)?,
         Var::from_tensor(&ws)?,
         Var::from_tensor(&bs)?,
     );
-    let y = conv2d(
-        x.as_tensor(),
-        w.as_tensor(),
-        Some(b.as_tensor()),
-        stride,
-        padding,
-        1,
-    )?;
+    let y = conv(x.as_tensor(), w.as_tensor(), b.as_tensor())?;
     let grads = (y * &r)?.sum_all()?.backward()?;
     let eps = 1e-6;
     for which in 0..3 {
@@ -268,7 +267,7 @@ fn finite_differences(stride: usize, padding: usize) -> Result<()> {
             let fd = (bump(eps)? - bump(-eps)?) / (2.0 * eps);
             assert!(
                 (fd - g[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
-                "stride {stride}: argument {which} element {i}: finite difference {fd} vs \
+                "stride {stride} {algorithm:?}: argument {which} element {i}: finite difference {fd} vs \
                  autograd {}",
                 g[i]
             );
@@ -376,21 +375,46 @@ fn batch_split_between_threads_matches_stock() -> Result<()> {
 /// [`Conv2d`] with a column budget of `budget` elements against Candle's stock convolution, in
 /// the output and both gradients (f64).
 fn chunked_matches_stock(c: &Case, budget: usize) -> Result<()> {
-    let dt = DType::F64;
+    let op = Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?
+        .with_col_budget(budget)
+        .with_algorithm(Algorithm::Winograd);
+    op_matches_stock(c, op, DType::F64, 1e-12)
+}
+
+/// The op `op` (the geometry of `c`) against Candle's stock convolution, in the output and
+/// both gradients, within `tol` relative to each one's largest entry.
+fn op_matches_stock(c: &Case, op: Conv2d, dt: DType, tol: f64) -> Result<()> {
     let stock = run(c, dt, false, false)?;
     let x = Var::from_tensor(&uniform(&[c.b, c.c_in, c.h, c.w], 1, dt)?)?;
     let w = Var::from_tensor(&uniform(&[c.c_out, c.c_in / c.groups, c.kh, c.kw], 2, dt)?)?;
-    let op = Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?.with_col_budget(budget);
     let y = x.as_tensor().apply_op2(w.as_tensor(), op)?;
     let r = uniform(y.dims(), 4, dt)?;
     let grads = (&y * &r)?.sum_all()?.backward()?;
     let bias = uniform(&[c.c_out], 3, dt)?.reshape((1, c.c_out, 1, 1))?;
-    assert!(rel_err(&y.broadcast_add(&bias)?, &stock[0])? <= 1e-12);
-    for (v, s) in [(&x, &stock[1]), (&w, &stock[2])] {
+    let err = rel_err(&y.broadcast_add(&bias)?, &stock[0])?;
+    assert!(err <= tol, "{c:?} {op:?}: output relative error {err:e}");
+    for (name, v, s) in [("grad x", &x, &stock[1]), ("grad w", &w, &stock[2])] {
         let Some(g) = grads.get(v.as_tensor()) else {
             panic!("no gradient")
         };
-        assert!(rel_err(g, s)? <= 1e-12, "budget {budget}");
+        let err = rel_err(g, s)?;
+        assert!(err <= tol, "{c:?} {op:?}: {name} relative error {err:e}");
+    }
+    Ok(())
+}
+
+/// Every case with F(2x2, 3x3) forced where it applies (3x3 at stride 1; the rest im2col), and
+/// with im2col forced, against the stock convolution: [`conv2d`] picks F(2x2, 3x3) only for
+/// calls with many tiles ([`Algorithm::Auto`]), which the small cases are not.
+#[test]
+fn both_algorithms_match_stock() -> Result<()> {
+    for algorithm in [Algorithm::Winograd, Algorithm::Im2col] {
+        for c in &CASES {
+            let op =
+                Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?.with_algorithm(algorithm);
+            op_matches_stock(c, op, DType::F32, 1e-4)?;
+            op_matches_stock(c, op, DType::F64, 1e-10)?;
+        }
     }
     Ok(())
 }

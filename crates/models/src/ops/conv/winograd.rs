@@ -25,7 +25,7 @@
 use candle_core::Result;
 use rayon::prelude::*;
 
-use super::{Conv2d, Dims};
+use super::{Algorithm, Conv2d, Dims, WINOGRAD_MIN_TILES};
 use crate::ops::matmul::{matmul, Mat};
 use crate::ops::Real;
 
@@ -343,13 +343,18 @@ fn at_xi<T>(x: &[T], first: usize, rows: usize, xi: usize, n: usize) -> Result<M
 }
 
 impl Conv2d {
-    /// Whether this convolution runs as F(2x2, 3x3): a 3x3 kernel at stride 1 with exact
+    /// Whether this call (sizes `d`) runs as F(2x2, 3x3): a 3x3 kernel at stride 1 with exact
     /// products (the `bf16` products of the mixed-precision mode would round the transformed
-    /// operands, whose error the transforms then amplify).
-    pub(super) fn winograd(&self) -> bool {
-        self.winograd
-            && (self.kh, self.kw, self.stride) == (3, 3, 1)
-            && self.products == super::Products::Exact
+    /// operands, whose error the transforms then amplify), as the algorithm says.
+    pub(super) fn winograd(&self, d: &Dims) -> bool {
+        let applies =
+            (self.kh, self.kw, self.stride) == (3, 3, 1) && self.products == super::Products::Exact;
+        applies
+            && match self.algorithm {
+                Algorithm::Auto => d.b * Grid::new(d, self.padding).tiles() >= WINOGRAD_MIN_TILES,
+                Algorithm::Im2col => false,
+                Algorithm::Winograd => true,
+            }
     }
 
     /// Images per chunk: as many as keep a chunk's two transformed tensors within the column
