@@ -15,6 +15,13 @@
 //! updates); each layer casts them to the activations' dtype where it uses them, and those casts
 //! are differentiable, so gradients reach the master weights in `f32`. Batch norm runs in the
 //! parameters' dtype, and the logits come back in the input's dtype.
+//!
+//! `bf16` on the CPU (with `f32` input and parameters) is different: activations stay `f32`
+//! and the backbone's convolutions, nearly all of the multiply-adds, multiply `bf16`-rounded
+//! operands with `f32` sums ([`ops::Products::Bf16`], AVX-512 BF16's dot products) in all three
+//! passes; attention blocks and the classifier compute in `f32`. On the CPU a `bf16` tensor
+//! costs a cast into and out of every op (the kernels widen it to `f32`), and each cast doubles
+//! the autograd nodes whose gradients Candle accumulates: that mode ran slower than `f32`.
 
 use candle_core::{DType, ModuleT, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
@@ -196,7 +203,15 @@ impl ModuleT for ZooModel {
     /// # Shapes
     /// `xs`: `(B, channels, size, size)` -> logits `(B, classes)`.
     fn forward_t(&self, input: &Tensor, train: bool) -> Result<Tensor> {
-        let mut xs = ops::to_dtype(input, self.compute.unwrap_or(input.dtype()))?;
+        // bf16 on the CPU: f32 activations, bf16 products in the backbone (see the module docs).
+        let bf16_products = self.compute == Some(DType::BF16)
+            && input.device().is_cpu()
+            && input.dtype() == DType::F32;
+        let (compute, products) = match bf16_products {
+            true => (DType::F32, ops::Products::Bf16),
+            false => (self.compute.unwrap_or(input.dtype()), ops::Products::Exact),
+        };
+        let mut xs = ops::to_dtype(input, compute)?;
         for stage in &self.stages {
             let (conv, cfg) = (&stage.conv, stage.conv.config());
             let weight = ops::param_in(conv.weight(), xs.dtype())?;
@@ -204,9 +219,9 @@ impl ModuleT for ZooModel {
             xs = match conv.bias() {
                 Some(b) => {
                     let b = ops::param_in(b, xs.dtype())?;
-                    ops::conv2d_bias_relu(&xs, &weight, &b, s, p, g)?
+                    ops::conv2d_bias_relu_with(&xs, &weight, &b, s, p, g, products)?
                 }
-                None => ops::conv2d(&xs, &weight, None, s, p, g)?.relu()?,
+                None => ops::conv2d_with(&xs, &weight, None, s, p, g, products)?.relu()?,
             };
             if let Some(l) = &stage.lrn {
                 xs = ops::lrn(&xs, l.size, l.alpha_per_sum(), l.beta, l.k)?;

@@ -33,9 +33,11 @@
 //! products of transformed tiles, 1.9x fewer multiply-adds at AlexNet's 13x13 maps.
 //!
 //! Everything runs on the CPU for `f32` and `f64`; for other dtypes or a non-CPU device
-//! [`conv2d`] falls back to Candle's stock `Tensor::conv2d`. A `bf16` input on the CPU (the
-//! mixed-precision mode) runs in `f32` between casts with `bf16` products ([`Products::Bf16`]:
-//! AVX-512 BF16's dot products, `f32` sums), as autocast multiplies `bf16` operands.
+//! [`conv2d`] falls back to Candle's stock `Tensor::conv2d`. A `bf16` input on the CPU runs in
+//! `f32` between casts with `bf16` products ([`Products::Bf16`]: AVX-512 BF16's dot products,
+//! `f32` sums), as autocast multiplies `bf16` operands; [`conv2d_with`] takes those products
+//! for an `f32` input too (the CPU's mixed-precision mode: `f32` activations, `bf16`
+//! products).
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -848,7 +850,22 @@ pub fn conv2d(
     padding: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    let op = checked(xs, weight, bias, stride, padding, groups)?;
+    conv2d_with(xs, weight, bias, stride, padding, groups, Products::Exact)
+}
+
+/// [`conv2d`] with its products as `products` says for an `f32` input on the CPU (a `bf16`
+/// input there always takes [`Products::Bf16`]; other devices ignore it): the CPU's
+/// mixed-precision mode keeps `f32` activations and multiplies in `bf16`.
+pub fn conv2d_with(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    products: Products,
+) -> Result<Tensor> {
+    let op = checked(xs, weight, bias, stride, padding, groups, products)?;
     let ys = in_f32_on_cpu(xs, |xs| {
         if on_cpu_kernels(xs) {
             let weight = to_dtype(weight, xs.dtype())?;
@@ -871,6 +888,7 @@ fn checked(
     stride: usize,
     padding: usize,
     groups: usize,
+    products: Products,
 ) -> Result<Conv2d> {
     if xs.rank() != 4 {
         bail!(
@@ -905,10 +923,10 @@ fn checked(
     }
     // A bf16 input on the CPU runs in f32 between casts; its products are bf16 ones, as
     // autocast's, on the CPU's bf16 dot products.
-    let products = if xs.device().is_cpu() && xs.dtype() == candle_core::DType::BF16 {
-        Products::Bf16
-    } else {
-        Products::Exact
+    let products = match (xs.device().is_cpu(), xs.dtype()) {
+        (true, candle_core::DType::BF16) => Products::Bf16,
+        (true, candle_core::DType::F32) => products,
+        _ => Products::Exact,
     };
     Ok(op.with_products(products))
 }
@@ -925,7 +943,20 @@ pub fn conv2d_bias_relu(
     padding: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    let op = checked(xs, weight, Some(bias), stride, padding, groups)?;
+    conv2d_bias_relu_with(xs, weight, bias, stride, padding, groups, Products::Exact)
+}
+
+/// [`conv2d_bias_relu`] with its products as `products` says, as [`conv2d_with`].
+pub fn conv2d_bias_relu_with(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    products: Products,
+) -> Result<Tensor> {
+    let op = checked(xs, weight, Some(bias), stride, padding, groups, products)?;
     in_f32_on_cpu(xs, |xs| {
         if on_cpu_kernels(xs) {
             let (w, b) = (to_dtype(weight, xs.dtype())?, to_dtype(bias, xs.dtype())?);

@@ -114,8 +114,8 @@ pub use bias_relu::{bias_add, bias_relu, bias_relu_slow, BiasAdd, BiasRelu, Chan
 pub(crate) use cast::param_dtype_fits;
 pub use cast::{param_in, to_dtype, Cast, RoundToBf16};
 pub use conv::{
-    conv2d, conv2d_bias_relu, Algorithm, Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight,
-    Conv2dBiasRelu, COL_BUDGET, WINOGRAD_MIN_TILES,
+    conv2d, conv2d_bias_relu, conv2d_bias_relu_with, conv2d_with, Algorithm, Conv2d,
+    Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dBiasRelu, COL_BUDGET, WINOGRAD_MIN_TILES,
 };
 pub use few_rows::{linear, MatMulWt, FEW_ROWS};
 pub use gate_mul::{gate_mul, GateGrad, GateMul};

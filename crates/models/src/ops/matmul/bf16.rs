@@ -10,8 +10,9 @@
 //! `MR x NR` micro-kernel holding its tile in 24 of the 32 vector registers. With `parallel`,
 //! rayon splits each block's rows of tiles.
 //!
-//! Where the CPU lacks AVX-512 BF16 the product is the `f32` one of [`matmul`] (the same
-//! values, when the operands lie on the `bf16` grid, up to the order of the sums).
+//! Where the CPU lacks AVX-512 BF16, and for products of few rows, it is the `f32` product of
+//! [`matmul`] on copies of the operands rounded to `bf16`: the same values up to the order of
+//! the sums.
 #![allow(unsafe_code)]
 
 use candle_core::Result;
@@ -34,9 +35,22 @@ const NC: usize = 52 * NR;
 
 /// Fewer rows than this take [`matmul`]: packing `B` (every element rounded and interleaved)
 /// costs as much as the products it serves (64 x 12100 x 363, AlexNet's first layer: 390
-/// GFLOP/s here against `f32`'s 417). On operands on the `bf16` grid the results are the same
-/// up to the order of the sums (a product of two `bf16` is exact in `f32`).
+/// GFLOP/s here against `f32`'s 417); it multiplies rounded copies of the operands.
 const MIN_ROWS: usize = 96;
+
+/// The elements of `x` rounded to `bf16` (kept in `f32`), as a row-major copy.
+fn rounded(x: &Mat<'_, f32>) -> Vec<f32> {
+    let mut out = vec![0.0; x.rows * x.cols];
+    out.par_chunks_mut(x.cols.max(1))
+        .enumerate()
+        .for_each(|(i, row)| {
+            for (j, v) in row.iter_mut().enumerate() {
+                let bits = round_to_bf16(x.data[i * x.rs + j * x.cs]);
+                *v = f32::from_bits(u32::from(bits) << 16);
+            }
+        });
+    out
+}
 
 /// Whether this CPU runs the `bf16` kernel (checked once; the answer cannot change).
 pub(crate) fn available() -> bool {
@@ -63,6 +77,10 @@ pub(crate) fn matmul_bf16(
 ) -> Result<()> {
     let (m, n, k) = check_product(&a, &b, c, c_rs)?;
     if !available() || m < MIN_ROWS || n == 0 || k == 0 {
+        // The f32 product of the rounded operands: the kernel's values up to the order of the
+        // sums (a product of two bf16 is exact in f32).
+        let (ar, br) = (rounded(&a), rounded(&b));
+        let (a, b) = (Mat::row_major(&ar, m, k)?, Mat::row_major(&br, k, n)?);
         return matmul(a, b, c, c_rs, accumulate, parallel);
     }
     let parallel = parallel && rayon::current_num_threads() > 1;
