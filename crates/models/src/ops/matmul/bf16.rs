@@ -10,9 +10,8 @@
 //! `MR x NR` micro-kernel holding its tile in 24 of the 32 vector registers. With `parallel`,
 //! rayon splits each block's rows of tiles.
 //!
-//! Where the CPU lacks AVX-512 BF16, and for products of few rows, it is the `f32` product of
-//! [`matmul`] on copies of the operands rounded to `bf16`: the same values up to the order of
-//! the sums.
+//! Where the CPU lacks AVX-512 BF16 it is the `f32` product of [`matmul`] on copies of the
+//! operands rounded to `bf16`: the same values up to the order of the sums.
 #![allow(unsafe_code)]
 
 use candle_core::Result;
@@ -33,10 +32,26 @@ const MC: usize = 128;
 /// Columns per block of `B` (a multiple of [`NR`]): 2 496 columns of 256 pairs, 2.4 MiB.
 const NC: usize = 52 * NR;
 
-/// Fewer rows than this take [`matmul`]: packing `B` (every element rounded and interleaved)
-/// costs as much as the products it serves (64 x 12100 x 363, AlexNet's first layer: 390
-/// GFLOP/s here against `f32`'s 417); it multiplies rounded copies of the operands.
-const MIN_ROWS: usize = 96;
+/// [`matmul_bf16`] where the CPU lacks AVX-512 BF16: the `f32` product of copies of the
+/// operands rounded to `bf16`, the same values up to the order of the sums (a product of two
+/// `bf16` is exact in `f32`). Even for few rows the kernel does not cost more: its packing of
+/// `B` is the copy this makes (AlexNet's first layer, 64 x 12100 x 363: 390 GFLOP/s against
+/// `f32`'s 417 on operands already rounded).
+fn fallback(
+    a: Mat<'_, f32>,
+    b: Mat<'_, f32>,
+    c: &mut [f32],
+    c_rs: usize,
+    accumulate: bool,
+    parallel: bool,
+) -> Result<()> {
+    let (ar, br) = (rounded(&a), rounded(&b));
+    let (a, b) = (
+        Mat::row_major(&ar, a.rows, a.cols)?,
+        Mat::row_major(&br, b.rows, b.cols)?,
+    );
+    matmul(a, b, c, c_rs, accumulate, parallel)
+}
 
 /// The elements of `x` rounded to `bf16` (kept in `f32`), as a row-major copy.
 fn rounded(x: &Mat<'_, f32>) -> Vec<f32> {
@@ -76,12 +91,8 @@ pub(crate) fn matmul_bf16(
     parallel: bool,
 ) -> Result<()> {
     let (m, n, k) = check_product(&a, &b, c, c_rs)?;
-    if !available() || m < MIN_ROWS || n == 0 || k == 0 {
-        // The f32 product of the rounded operands: the kernel's values up to the order of the
-        // sums (a product of two bf16 is exact in f32).
-        let (ar, br) = (rounded(&a), rounded(&b));
-        let (a, b) = (Mat::row_major(&ar, m, k)?, Mat::row_major(&br, k, n)?);
-        return matmul(a, b, c, c_rs, accumulate, parallel);
+    if !available() || n == 0 || k == 0 {
+        return fallback(a, b, c, c_rs, accumulate, parallel);
     }
     let parallel = parallel && rayon::current_num_threads() > 1;
     let (mut ap, mut bp) = (Vec::new(), Vec::new());
@@ -365,34 +376,28 @@ mod tests {
     use super::*;
     use half::bf16;
 
+    /// Edges of every block size: tiles cut in both directions, odd k (a half pair), k over one
+    /// block (KC pairs), rows over one A block (MC), columns over one B block (NC); few rows.
+    const SHAPES: [(usize, usize, usize); 6] = [
+        (1, 1, 1),
+        (13, 97, 515),
+        (96, 49, 3),
+        (105, 97, 515),
+        (MC + 2, 50, 64),
+        (97, 2 * NC + 5, 8),
+    ];
+
+    /// Both paths round operands off the bf16 grid (the mixed-precision mode passes f32
+    /// activations and master weights).
     #[test]
-    fn products_match_the_triple_loop_on_bf16_values() -> Result<()> {
+    fn products_match_the_triple_loop_on_rounded_values() -> Result<()> {
         if !available() {
             eprintln!("this CPU has no AVX-512 BF16: only the f32 fallback runs");
         }
-        // Edges of every block size: tiles cut in both directions, odd k (a half pair), k over
-        // one block (KC pairs), rows over one A block (MC), columns over one B block (NC); and
-        // fewer rows than MIN_ROWS (the f32 fallback).
-        let shapes = [
-            (1, 1, 1),
-            (13, 97, 515),
-            (MIN_ROWS, 49, 3),
-            (MIN_ROWS + 9, 97, 515),
-            (MC + 2, 50, 64),
-            (MIN_ROWS + 1, 2 * NC + 5, 8),
-        ];
-        let round = |x: f32| bf16::from_f32(x).to_f32();
-        // Off the bf16 grid where the kernel runs (its packing rounds them); on it for the
-        // fallback, as the mixed-precision mode's operands are.
-        let operands = |m: usize, len: usize, seed: usize| {
-            let v = values(len, seed);
-            if m >= MIN_ROWS {
-                v
-            } else {
-                v.into_iter().map(round).collect()
-            }
-        };
-        check(matmul_bf16, &shapes, operands, |x| f64::from(round(x)))
+        let round = |x: f32| f64::from(bf16::from_f32(x).to_f32());
+        let operands = |_: usize, len: usize, seed: usize| values(len, seed);
+        check(matmul_bf16, &SHAPES, operands, round)?;
+        check(fallback, &SHAPES, operands, round)
     }
 
     #[test]
