@@ -29,8 +29,9 @@
 //! backbone's every layer.
 //!
 //! A 3x3 kernel at stride 1 (AlexNet's last three layers) runs all three passes as Winograd's
-//! F(2x2, 3x3) instead ([`winograd`]): the same run and chunk structure around 16 smaller
-//! products of transformed tiles, 1.9x fewer multiply-adds at AlexNet's 13x13 maps.
+//! F(2x2, 3x3) instead ([`winograd`]) where the call has enough output tiles ([`Algorithm`]):
+//! the same run and chunk structure around 16 smaller products of transformed tiles, 1.9x fewer
+//! multiply-adds at AlexNet's 13x13 maps.
 //!
 //! Everything runs on the CPU for `f32` and `f64`; for other dtypes or a non-CPU device
 //! [`conv2d`] falls back to Candle's stock `Tensor::conv2d`. A `bf16` input on the CPU runs in
