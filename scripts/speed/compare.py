@@ -1,6 +1,8 @@
 """PyTorch eager at the shapes `zoo speed` timed, on the same cores; prints both and the ratio.
 
-Usage: compare.py [--precision f32|bf16] ZOO_JSON...   (each file the output of `zoo speed --json`)
+Usage: compare.py [--precision f32|bf16] [--record TSV] ZOO_JSON...   (each file the output
+       of `zoo speed --json`; --record appends each row's rates to TSV)
+       compare.py --summary TSV   (medians and ranges over the rounds recorded in TSV)
 With bf16, PyTorch runs under `torch.autocast("cpu", torch.bfloat16)`, the counterpart of zoo's
 `--precision bf16` (f32 weights, bf16 compute).
 Run by compare.sh, which produces the JSON and gives Python the glibc malloc settings zoo
@@ -108,12 +110,42 @@ def rate(model, batch, size, classes, mode, runs, bf16):
     return statistics.median(rates)
 
 
+def summary(path):
+    """Per row of the rounds in `path`: median and range of zoo's rate, PyTorch's, and the
+    ratio of each round (so a ratio's range shows how far the box moved between rounds)."""
+    rounds = {}
+    with open(path) as f:
+        for line in f:
+            card, mode, batch, zoo, ref = line.split("\t")
+            rounds.setdefault((card, mode, int(batch)), []).append((float(zoo), float(ref)))
+    def spread(values, digits):
+        m, lo, hi = statistics.median(values), min(values), max(values)
+        return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+    n = max(len(v) for v in rounds.values())
+    print(f"\nMedian (range) over {n} rounds:\n")
+    print("| card | mode | batch | zoo images/s | PyTorch images/s | zoo / PyTorch |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for (card, mode, batch), pairs in rounds.items():
+        zoo, ref = [p[0] for p in pairs], [p[1] for p in pairs]
+        ratio = [z / r for z, r in pairs]
+        print(f"| {card} | {mode} | {batch} | {spread(zoo, 1)} | {spread(ref, 1)} | "
+              f"{spread(ratio, 2)} |")
+
+
 def main(args):
-    bf16 = False
-    if args[:1] == ["--precision"]:
-        if len(args) < 2 or args[1] not in ("f32", "bf16"):
-            sys.exit("--precision takes f32 or bf16")
-        bf16, args = args[1] == "bf16", args[2:]
+    if args[:1] == ["--summary"] and len(args) == 2:
+        return summary(args[1])
+    bf16, record = False, None
+    while args[:1] in (["--precision"], ["--record"]):
+        if len(args) < 2:
+            sys.exit(__doc__)
+        if args[0] == "--precision":
+            if args[1] not in ("f32", "bf16"):
+                sys.exit("--precision takes f32 or bf16")
+            bf16 = args[1] == "bf16"
+        else:
+            record = args[1]
+        args = args[2:]
     if not args:
         sys.exit(__doc__)
     paths = args
@@ -137,6 +169,9 @@ def main(args):
         torch_rate = rate(model, row["batch"], size, classes, row["mode"], runs, bf16)
         print(f"| {card} | {row['mode']} | {row['batch']} | {row['median']:.1f} | "
               f"{torch_rate:.1f} | {row['median'] / torch_rate:.2f} |", flush=True)
+        if record:
+            with open(record, "a") as f:
+                f.write(f"{card}\t{row['mode']}\t{row['batch']}\t{row['median']}\t{torch_rate}\n")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 #   ZOO=path/to/zoo PYTHON=python3 scripts/speed/compare.sh
 #   PRECISION=bf16 scripts/speed/compare.sh   # zoo's bf16 mode against PyTorch's bf16 autocast
 #   PYTORCH_MALLOC=default scripts/speed/compare.sh  # PyTorch with glibc's default malloc
+#   ROUNDS=3 scripts/speed/compare.sh   # zoo and PyTorch in turn, 3 times; then medians and
+#                                       # ranges (this box moves 10-15% between runs)
 #
 # Without torch it prints zoo's numbers alone and says how to get the comparison.
 set -euo pipefail
@@ -20,10 +22,14 @@ PYTHON=${PYTHON:-$( [ -x .venv-ref/bin/python ] && echo .venv-ref/bin/python || 
 RUNS=${RUNS:-5}
 PRECISION=${PRECISION:-f32}
 
+ROUNDS=${ROUNDS:-1}
+
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$ZOO" speed alexnet --batch 1,32 --train-batch 32 --runs "$RUNS" --precision "$PRECISION" --json > "$tmp/alexnet.json"
-"$ZOO" speed alexnet-cifar --batch 128 --train-batch 128 --runs "$RUNS" --precision "$PRECISION" --json > "$tmp/cifar.json"
+zoo_speed() {
+  "$ZOO" speed alexnet --batch 1,32 --train-batch 32 --runs "$RUNS" --precision "$PRECISION" --json > "$tmp/alexnet.json"
+  "$ZOO" speed alexnet-cifar --batch 128 --train-batch 128 --runs "$RUNS" --precision "$PRECISION" --json > "$tmp/cifar.json"
+}
 
 if "$PYTHON" -c "import torch, torchvision" 2>/dev/null; then
   # The glibc malloc settings zoo applies to itself (crates/cli/src/allocator.rs: no mmap per
@@ -36,9 +42,17 @@ if "$PYTHON" -c "import torch, torchvision" 2>/dev/null; then
   else
     tunables=${GLIBC_TUNABLES:-glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647}
   fi
-  GLIBC_TUNABLES=$tunables \
-    "$PYTHON" scripts/speed/compare.py --precision "$PRECISION" "$tmp/alexnet.json" "$tmp/cifar.json"
+  for round in $(seq "$ROUNDS"); do
+    [ "$ROUNDS" -gt 1 ] && echo "Round $round of $ROUNDS:"
+    zoo_speed
+    GLIBC_TUNABLES=$tunables "$PYTHON" scripts/speed/compare.py --precision "$PRECISION" \
+      --record "$tmp/rounds.tsv" "$tmp/alexnet.json" "$tmp/cifar.json"
+  done
+  if [ "$ROUNDS" -gt 1 ]; then
+    "$PYTHON" scripts/speed/compare.py --summary "$tmp/rounds.tsv"
+  fi
 else
   echo "PyTorch not found for $PYTHON (scripts/reference/setup.sh installs it into .venv-ref); zoo alone:"
+  zoo_speed
   cat "$tmp/alexnet.json" "$tmp/cifar.json"
 fi
