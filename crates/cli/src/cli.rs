@@ -133,9 +133,10 @@ pub struct ComputeArgs {
 pub enum Precision {
     /// f32 throughout.
     F32,
-    /// Mixed precision: activations and products in bf16, f32 master weights, loss in f32.
-    /// On the CPU the convolutions multiply in bf16 where the CPU has AVX-512 BF16; elsewhere
-    /// it is emulated in f32 and slower than f32.
+    /// Mixed precision: products in bf16 with f32 sums, f32 master weights, loss in f32. On
+    /// CUDA activations are bf16; on the CPU they stay f32 and the backbone's convolutions
+    /// multiply bf16-rounded operands (AVX-512 BF16; without it rounded f32 products, slower
+    /// than f32).
     Bf16,
 }
 

@@ -1,8 +1,9 @@
 //! `f32` <-> `bf16` casts for the CPU that run on all cores, and parameters rounded to `bf16`.
 //!
-//! Mixed precision on the CPU crosses between `bf16` and `f32` at every kernel
-//! ([`super::in_f32_on_cpu`]) and rounded every weight to `bf16` and back each step: in perf's
-//! profile of an AlexNet bf16 training step at batch 32, Candle's casts took 11%. [`to_dtype`]
+//! A `bf16` tensor on the CPU crosses between `bf16` and `f32` at every kernel
+//! ([`super::in_f32_on_cpu`]), and computing with it rounded every weight to `bf16` and back:
+//! in perf's profile of an AlexNet step in the former CPU mixed-precision mode (`bf16`
+//! activations; the model now keeps them `f32` there), Candle's casts took 11%. [`to_dtype`]
 //! does those two casts as a custom op, rayon over blocks, with the same rounding as Candle's
 //! (to nearest, ties to even; a NaN stays a quiet NaN with its sign and high payload), every
 //! other cast as Candle's. [`param_in`] gives a kernel the `f32` master weight already on the
