@@ -10,9 +10,15 @@
 //! `MR x NR` micro-kernel holding its tile in 24 of the 32 vector registers. With `parallel`,
 //! rayon splits each block's rows of tiles.
 //!
+//! Where the CPU has AMX (Sapphire Rapids and later Xeons), the same packed panels feed the
+//! tile multiply of [`amx`] instead: 32 x 32 micro-tiles, `k` padded to whole tiles.
+//!
 //! Where the CPU lacks AVX-512 BF16 it is the `f32` product of [`matmul`] on copies of the
 //! operands rounded to `bf16`: the same values up to the order of the sums.
 #![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+mod amx;
 
 use candle_core::Result;
 use rayon::prelude::*;
@@ -20,17 +26,50 @@ use rayon::prelude::*;
 use super::{check_product, matmul, Mat};
 use crate::ops::cast::round_to_bf16;
 
-/// Rows of a micro-tile.
+/// Rows of the AVX-512 micro-tile.
 const MR: usize = 8;
-/// Columns of a micro-tile: three 16-lane vectors.
+/// Columns of the AVX-512 micro-tile: three 16-lane vectors.
 const NR: usize = 48;
+/// The largest micro-tile of either kernel, in `f32`.
+const TILE_MAX: usize = 1024;
 /// `k` pairs per block: an `A` panel (8 KiB) and a `B` panel (48 KiB) stay in L1/L2 while a
 /// tile runs through them.
 const KC: usize = 256;
 /// Rows per block of `A` (a multiple of [`MR`]): 128 rows of 256 pairs, 128 KiB, in L2.
 const MC: usize = 128;
-/// Columns per block of `B` (a multiple of [`NR`]): 2 496 columns of 256 pairs, 2.4 MiB.
+/// Columns per block of `B` (a multiple of both kernels' widths): 2 496 columns of 256 pairs,
+/// 2.4 MiB.
 const NC: usize = 52 * NR;
+
+/// The micro-kernel a product runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// `vdpbf16ps` on `MR x NR` tiles in vector registers.
+    Avx512,
+    /// AMX's `tdpbf16ps` on 32 x 32 tiles in tile registers.
+    #[cfg(target_arch = "x86_64")]
+    Amx,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs, if any.
+    fn best() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if amx::available() {
+            return Some(Self::Amx);
+        }
+        available().then_some(Self::Avx512)
+    }
+
+    /// Rows and columns of its micro-tile, and the multiple its blocks' `k` pairs are padded to.
+    fn shape(self) -> (usize, usize, usize) {
+        match self {
+            Self::Avx512 => (MR, NR, 1),
+            #[cfg(target_arch = "x86_64")]
+            Self::Amx => (amx::MR, amx::NR, amx::PAIRS),
+        }
+    }
+}
 
 /// [`matmul_bf16`] where the CPU lacks AVX-512 BF16: the `f32` product of copies of the
 /// operands rounded to `bf16`, the same values up to the order of the sums (a product of two
@@ -90,10 +129,27 @@ pub(crate) fn matmul_bf16(
     accumulate: bool,
     parallel: bool,
 ) -> Result<()> {
+    match Kernel::best() {
+        Some(kernel) => blocked(kernel, a, b, c, c_rs, accumulate, parallel),
+        None => fallback(a, b, c, c_rs, accumulate, parallel),
+    }
+}
+
+/// [`matmul_bf16`] on `kernel`, which the CPU must run.
+fn blocked(
+    kernel: Kernel,
+    a: Mat<'_, f32>,
+    b: Mat<'_, f32>,
+    c: &mut [f32],
+    c_rs: usize,
+    accumulate: bool,
+    parallel: bool,
+) -> Result<()> {
     let (m, n, k) = check_product(&a, &b, c, c_rs)?;
-    if !available() || n == 0 || k == 0 {
+    if n == 0 || k == 0 {
         return fallback(a, b, c, c_rs, accumulate, parallel);
     }
+    let (mr, nr, align) = kernel.shape();
     let parallel = parallel && rayon::current_num_threads() > 1;
     let (mut ap, mut bp) = (Vec::new(), Vec::new());
     // A's lanes are its rows, B's its columns.
@@ -112,13 +168,14 @@ pub(crate) fn matmul_bf16(
     for j0 in (0..n).step_by(NC) {
         let nb = NC.min(n - j0);
         for p0 in (0..k).step_by(2 * KC) {
-            let pairs = KC.min((k - p0).div_ceil(2));
-            b_op.pack(j0, nb, p0, pairs, NR, false, &mut bp, parallel);
+            let pairs = KC.min((k - p0).div_ceil(2)).next_multiple_of(align);
+            b_op.pack(j0, nb, p0, pairs, nr, false, &mut bp, parallel);
             let overwrite = p0 == 0 && !accumulate;
             for i0 in (0..m).step_by(MC) {
                 let mb = MC.min(m - i0);
-                a_op.pack(i0, mb, p0, pairs, MR, true, &mut ap, parallel);
+                a_op.pack(i0, mb, p0, pairs, mr, true, &mut ap, parallel);
                 let block = Block {
+                    kernel,
                     pairs,
                     ap: &ap,
                     bp: &bp,
@@ -127,20 +184,20 @@ pub(crate) fn matmul_bf16(
                     c_rs,
                     overwrite,
                 };
-                // The block's rows of C, `MR` at a time (the last rows may be short).
+                // The block's rows of C, `mr` at a time (the last rows may be short).
                 let rows = &mut c[i0 * c_rs..];
                 let run = |(ir, rows): (usize, &mut [f32])| {
-                    let valid = MR.min(mb - ir * MR);
+                    let valid = mr.min(mb - ir * mr);
                     block.row_of_tiles(ir, rows, valid);
                 };
-                let tiles = mb.div_ceil(MR);
+                let tiles = mb.div_ceil(mr);
                 if parallel {
-                    rows.par_chunks_mut(MR * c_rs)
+                    rows.par_chunks_mut(mr * c_rs)
                         .take(tiles)
                         .enumerate()
                         .for_each(run);
                 } else {
-                    rows.chunks_mut(MR * c_rs)
+                    rows.chunks_mut(mr * c_rs)
                         .take(tiles)
                         .enumerate()
                         .for_each(run);
@@ -153,6 +210,8 @@ pub(crate) fn matmul_bf16(
 
 /// One block's packed operands and where its product goes.
 struct Block<'a> {
+    kernel: Kernel,
+    /// `k` pairs of each panel (padded to the kernel's multiple).
     pairs: usize,
     ap: &'a [u32],
     bp: &'a [u32],
@@ -167,16 +226,31 @@ struct Block<'a> {
 impl Block<'_> {
     /// The tiles of row panel `ir` into `rows` (C's rows of that panel, `valid` of them).
     fn row_of_tiles(&self, ir: usize, rows: &mut [f32], valid: usize) {
-        let a = &self.ap[ir * self.pairs * MR..][..self.pairs * MR];
-        let mut tile = [0.0f32; MR * NR];
-        for jr in 0..self.nb.div_ceil(NR) {
-            let b = &self.bp[jr * self.pairs * NR..][..self.pairs * NR];
-            // SAFETY: `matmul_bf16` runs this only where `available()` found avx512f and
-            // avx512bf16; the kernel checks the panels' lengths itself.
-            unsafe { kernel(self.pairs, a, b, &mut tile) };
-            let cols = NR.min(self.nb - jr * NR);
-            let j = self.j0 + jr * NR;
-            for (r, t) in tile.chunks_exact(NR).take(valid).enumerate() {
+        let (mr, nr, _) = self.kernel.shape();
+        let a = &self.ap[ir * self.pairs * mr..][..self.pairs * mr];
+        let mut buf = [0.0f32; TILE_MAX];
+        let tile = &mut buf[..mr * nr];
+        // The tile registers for this row of tiles, on this (rayon) thread.
+        #[cfg(target_arch = "x86_64")]
+        let tiles = match self.kernel {
+            Kernel::Amx => amx::Tiles::configure(),
+            Kernel::Avx512 => None,
+        };
+        for jr in 0..self.nb.div_ceil(nr) {
+            let b = &self.bp[jr * self.pairs * nr..][..self.pairs * nr];
+            match self.kernel {
+                // SAFETY: `Kernel::best` picks this kernel only where `available()` found
+                // avx512f and avx512bf16; the kernel checks the panels' lengths itself.
+                Kernel::Avx512 => unsafe { kernel(self.pairs, a, b, tile) },
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Amx => tiles
+                    .as_ref()
+                    .expect("`Kernel::best` picks AMX only where it is available")
+                    .product(self.pairs, a, b, tile),
+            }
+            let cols = nr.min(self.nb - jr * nr);
+            let j = self.j0 + jr * nr;
+            for (r, t) in tile.chunks_exact(nr).take(valid).enumerate() {
                 let dst = &mut rows[r * self.c_rs + j..][..cols];
                 if self.overwrite {
                     dst.copy_from_slice(&t[..cols]);
@@ -335,9 +409,9 @@ impl Operand<'_> {
 /// The CPU must have avx512f and avx512bf16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn kernel(pairs: usize, a: &[u32], b: &[u32], tile: &mut [f32; MR * NR]) {
+unsafe fn kernel(pairs: usize, a: &[u32], b: &[u32], tile: &mut [f32]) {
     use std::arch::x86_64::*;
-    assert!(a.len() >= pairs * MR && b.len() >= pairs * NR);
+    assert!(a.len() >= pairs * MR && b.len() >= pairs * NR && tile.len() == MR * NR);
     let mut acc = [[_mm512_setzero_ps(); 3]; MR];
     for p in 0..pairs {
         // SAFETY: the assertion above keeps every read inside `a` and `b`; unaligned loads.
@@ -366,7 +440,7 @@ unsafe fn kernel(pairs: usize, a: &[u32], b: &[u32], tile: &mut [f32; MR * NR]) 
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel(_: usize, _: &[u32], _: &[u32], _: &mut [f32; MR * NR]) {
+unsafe fn kernel(_: usize, _: &[u32], _: &[u32], _: &mut [f32]) {
     unreachable!("matmul_bf16 checks `available()` first")
 }
 
@@ -387,17 +461,52 @@ mod tests {
         (97, 2 * NC + 5, 8),
     ];
 
-    /// Both paths round operands off the bf16 grid (the mixed-precision mode passes f32
-    /// activations and master weights).
+    fn on_avx512(
+        a: Mat<'_, f32>,
+        b: Mat<'_, f32>,
+        c: &mut [f32],
+        c_rs: usize,
+        accumulate: bool,
+        parallel: bool,
+    ) -> Result<()> {
+        blocked(Kernel::Avx512, a, b, c, c_rs, accumulate, parallel)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn on_amx(
+        a: Mat<'_, f32>,
+        b: Mat<'_, f32>,
+        c: &mut [f32],
+        c_rs: usize,
+        accumulate: bool,
+        parallel: bool,
+    ) -> Result<()> {
+        blocked(Kernel::Amx, a, b, c, c_rs, accumulate, parallel)
+    }
+
+    /// Every path rounds operands off the bf16 grid (the mixed-precision mode passes f32
+    /// activations and master weights); each kernel the CPU has runs, whichever `best` picks.
     #[test]
     fn products_match_the_triple_loop_on_rounded_values() -> Result<()> {
-        if !available() {
-            eprintln!("this CPU has no AVX-512 BF16: only the f32 fallback runs");
-        }
         let round = |x: f32| f64::from(bf16::from_f32(x).to_f32());
         let operands = |_: usize, len: usize, seed: usize| values(len, seed);
         check(matmul_bf16, &SHAPES, operands, round)?;
-        check(fallback, &SHAPES, operands, round)
+        check(fallback, &SHAPES, operands, round)?;
+        if available() {
+            check(on_avx512, &SHAPES, operands, round)?;
+        } else {
+            eprintln!("this CPU has no AVX-512 BF16: only the f32 fallback runs");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if amx::available() {
+            // AMX pads k to whole tiles of 16 pairs: cover k just over and under a tile too.
+            let edges = [(33, 31, 31), (32, 64, 33), (65, 33, 2 * KC * 2 + 3)];
+            check(on_amx, &SHAPES, operands, round)?;
+            check(on_amx, &edges, operands, round)?;
+        } else {
+            eprintln!("this CPU or kernel has no AMX: its kernel does not run");
+        }
+        Ok(())
     }
 
     #[test]
