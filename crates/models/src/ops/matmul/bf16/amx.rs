@@ -104,7 +104,7 @@ impl Tiles {
     /// lanes of `pairs` pairs each (packed by lane), `b` `NR` lanes per pair (packed by pair).
     pub(super) fn product(&self, pairs: usize, a: &[u32], b: &[u32], out: &mut [f32]) {
         assert!(
-            pairs % PAIRS == 0
+            pairs.is_multiple_of(PAIRS)
                 && a.len() >= pairs * MR
                 && b.len() >= pairs * NR
                 && out.len() >= MR * NR
