@@ -10,11 +10,11 @@
 #                                      # checks) with cuda
 #   scripts/cuda/build.sh [--check] -- ARGS   # extra cargo arguments
 #
-# The target dir is target/cuda (CARGO_TARGET_DIR overrides), apart from the CPU build's
-# target/, so neither invalidates the other. Without a GPU the kernels are built for
-# CUDA_COMPUTE_CAP=90 (H100/H200); set it for another GPU, e.g. 80 for A100. The binary needs the
-# NVIDIA driver (libcuda.so.1, CUDA 13: driver 580 or newer) and the CUDA libraries at run time:
-# `. .cuda/env.sh` puts .cuda/root/lib on LD_LIBRARY_PATH.
+# A build's target dir is target/cuda (CARGO_TARGET_DIR overrides), apart from the CPU build's
+# target/, so neither binary replaces the other; a check uses target/. Without a GPU the kernels
+# are built for CUDA_COMPUTE_CAP=90 (H100/H200); set it for another GPU, e.g. 80 for A100. The
+# binary needs the NVIDIA driver (libcuda.so.1, CUDA 13: driver 580 or newer) and the CUDA
+# libraries at run time: `. .cuda/env.sh` puts .cuda/root/lib on LD_LIBRARY_PATH.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mode=build
@@ -30,7 +30,14 @@ else
   scripts/cuda/setup.sh --libs
 fi
 . .cuda/env.sh
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/cuda}
+# A build writes target/cuda/release/zoo, apart from the CPU build's binary. A check writes no
+# binary, so it shares target/ with the CPU clippy: the crates whose features do not change
+# (everything outside Candle's tree) are checked once, not twice.
+if [ $mode = check ]; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+else
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/cuda}
+fi
 echo "cuda build: CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, target dir $CARGO_TARGET_DIR" >&2
 
 if [ $mode = check ]; then
