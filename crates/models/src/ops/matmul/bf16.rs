@@ -241,9 +241,9 @@ impl Block<'_> {
             let cols = nr.min(self.nb - jr * nr);
             let j = self.j0 + jr * nr;
             #[cfg(target_arch = "x86_64")]
-            if let (Some(tiles), true) = (&tiles, valid == mr && cols == nr) {
-                // A whole tile: straight into C.
-                tiles.product(self.pairs, a, b, &mut rows[j..], self.c_rs, !self.overwrite);
+            if let (Some(tiles), true) = (&tiles, self.overwrite && valid == mr && cols == nr) {
+                // A whole tile replacing C: straight into it.
+                tiles.product(self.pairs, a, b, &mut rows[j..], self.c_rs);
                 continue;
             }
             match self.kernel {
@@ -254,7 +254,7 @@ impl Block<'_> {
                 Kernel::Amx => tiles
                     .as_ref()
                     .expect("`Kernel::best` picks AMX only where it is available")
-                    .product(self.pairs, a, b, tile, nr, false),
+                    .product(self.pairs, a, b, tile, nr),
             }
             for (r, t) in tile.chunks_exact(nr).take(valid).enumerate() {
                 let dst = &mut rows[r * self.c_rs + j..][..cols];

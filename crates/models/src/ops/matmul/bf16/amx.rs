@@ -101,11 +101,11 @@ impl Tiles {
     }
 
     /// The `MR x NR` tile of `pairs` packed `k` pairs into the row-major `out` (row stride
-    /// `out_rs`, at least `NR`), replacing it or, with `accumulate`, added to it: `a` holds `MR`
-    /// lanes of `pairs` pairs each (packed by lane), `b` `NR` lanes per pair (packed by pair).
-    /// Writing a whole tile straight into `C` spares a copy through a scratch tile, and adding
-    /// to it in the tile registers a pass over `C` per block of `k`.
-    #[allow(clippy::too_many_arguments)]
+    /// `out_rs`, at least `NR`): `a` holds `MR` lanes of `pairs` pairs each (packed by lane),
+    /// `b` `NR` lanes per pair (packed by pair). Writing a whole tile straight into `C` spares
+    /// a copy through a scratch tile. (Adding to `C` in the tile registers, loading it first,
+    /// sums in another order than the AVX-512 kernel's tile-then-add: enough, over a few
+    /// unstable SGD steps, to fail the e2e test that bf16 training follows f32's losses.)
     pub(super) fn product(
         &self,
         pairs: usize,
@@ -113,7 +113,6 @@ impl Tiles {
         b: &[u32],
         out: &mut [f32],
         out_rs: usize,
-        accumulate: bool,
     ) {
         assert!(
             pairs.is_multiple_of(PAIRS)
@@ -127,34 +126,19 @@ impl Tiles {
         let (a_rs, b_rs, out_bs) = (4 * pairs, 4 * NR, 4 * out_rs);
         let o = out.as_mut_ptr();
         // SAFETY: `self` proves the tiles are configured on this thread. Every tile load reads
-        // 16 rows of 64 bytes inside `a`, `b` or `out` and every store writes 16 rows of 64 bytes
-        // inside `out`, which the assertion above guarantees: the `A` tiles start at pair
-        // `t * PAIRS` of lanes 0 and 16 (each lane `pairs` long), the `B` tiles at pair row
-        // `t * PAIRS` (each `NR` long), columns 0 and 16, and the quarters of `out` at rows 0
-        // and 16, columns 0 and 16 (rows `out_rs` apart).
+        // 16 rows of 64 bytes inside `a` or `b` and every store writes 16 rows of 64 bytes inside
+        // `out`, which the assertion above guarantees: the `A` tiles start at pair `t * PAIRS`
+        // of lanes 0 and 16 (each lane `pairs` long), the `B` tiles at pair row `t * PAIRS`
+        // (each `NR` long), columns 0 and 16, and the quarters of `out` at rows 0 and 16,
+        // columns 0 and 16 (rows `out_rs` apart).
         unsafe {
-            if accumulate {
-                asm!(
-                    "tileloadd tmm0, [{c00} + {rs}*1]",
-                    "tileloadd tmm1, [{c01} + {rs}*1]",
-                    "tileloadd tmm2, [{c10} + {rs}*1]",
-                    "tileloadd tmm3, [{c11} + {rs}*1]",
-                    c00 = in(reg) o,
-                    c01 = in(reg) o.add(16),
-                    c10 = in(reg) o.add(16 * out_rs),
-                    c11 = in(reg) o.add(16 * out_rs + 16),
-                    rs = in(reg) out_bs,
-                    options(nostack, readonly)
-                );
-            } else {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack, nomem)
-                );
-            }
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
             for t in 0..pairs / PAIRS {
                 let a0 = a.as_ptr().add(t * PAIRS);
                 let b0 = b.as_ptr().add(t * PAIRS * NR);
