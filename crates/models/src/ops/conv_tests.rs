@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{conv2d, conv2d_bias_relu, Algorithm, Conv2d};
+use super::{conv2d, conv2d_bias_relu, Algorithm, Conv2d, COL_BUDGET};
 
 /// Uniform values in `[-1, 1)`.
 fn uniform(dims: &[usize], seed: u64, dt: DType) -> Result<Tensor> {
@@ -423,18 +423,23 @@ fn both_algorithms_match_stock() -> Result<()> {
 /// `f64` convolution of the operands rounded to `bf16`: a product of two `bf16` is exact in
 /// `f32`, so only the sums round. The inputs are off the `bf16` grid (as the CPU's mixed
 /// precision passes `f32` activations and master weights), the output gradient on it (the
-/// backward's products round it too). The first cases have at least 96 rows in each product, so
-/// the `bf16` kernel runs where the CPU has it; the last has fewer (16 filters, 27 rows of
-/// im2col), which takes the `f32` product of rounded copies.
+/// backward's products round it too). The cases: odd sides, stride 2 and 4 (with an 11x11
+/// kernel, as AlexNet's first layer), groups, batch 1, padding wider than the kernel reaches (so
+/// that whole rows of the column matrix are zeros), tiles that cross output rows and images, a
+/// product of fewer rows than a tile (16 filters) and, with a small column budget, a call split
+/// into chunks.
 #[test]
 fn bf16_products_match_stock_on_rounded_values() -> Result<()> {
     use super::Products;
     let on_grid = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
-    for c in [
-        case(2, 16, (13, 11), 128, (3, 3), 2, 1, 1),
-        case(3, 32, (9, 9), 192, (3, 3), 1, 1, 2),
-        case(1, 24, (7, 7), 100, (5, 5), 1, 2, 1),
-        case(2, 3, (9, 9), 16, (3, 3), 2, 1, 1),
+    for (c, budget) in [
+        (case(2, 16, (13, 11), 128, (3, 3), 2, 1, 1), COL_BUDGET),
+        (case(3, 32, (9, 9), 192, (3, 3), 1, 1, 2), COL_BUDGET),
+        (case(1, 24, (7, 7), 100, (5, 5), 1, 2, 1), COL_BUDGET),
+        (case(2, 3, (9, 9), 16, (3, 3), 2, 1, 1), COL_BUDGET),
+        (case(2, 3, (27, 23), 64, (11, 11), 4, 2, 1), COL_BUDGET),
+        (case(3, 8, (5, 6), 40, (3, 3), 1, 3, 1), COL_BUDGET),
+        (case(5, 6, (7, 5), 33, (3, 3), 2, 1, 1), 6 * 9 * 12 * 2),
     ] {
         let x = Var::from_tensor(&uniform(&[c.b, c.c_in, c.h, c.w], 20, DType::F32)?)?;
         let w = Var::from_tensor(&uniform(
@@ -442,8 +447,9 @@ fn bf16_products_match_stock_on_rounded_values() -> Result<()> {
             21,
             DType::F32,
         )?)?;
-        let op =
-            Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?.with_products(Products::Bf16);
+        let op = Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?
+            .with_products(Products::Bf16)
+            .with_col_budget(budget);
         let fast = x.as_tensor().apply_op2(w.as_tensor(), op)?;
         let (x64, w64) = (
             Var::from_tensor(&on_grid(&x)?.to_dtype(DType::F64)?)?,
