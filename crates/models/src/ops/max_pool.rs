@@ -161,8 +161,7 @@ impl MaxPool2d {
     /// propagates NaN; the value is that of the argmax [`Self::bwd_plane`] picks). Separable,
     /// as [`Self::fwd_plane_argmax`] (which explains the phases): the maximum over each
     /// window's columns for every input row, then over its rows, every pass over contiguous
-    /// runs. Scanning each window with strided reads did not vectorise: at AlexNet's stride 2 it
-    /// took about a tenth of an inference pass.
+    /// runs (scanning each window with strided reads does not vectorise).
     fn fwd_plane<T: Real>(
         &self,
         src: &[T],

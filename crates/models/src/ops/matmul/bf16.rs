@@ -240,9 +240,10 @@ impl Block<'_> {
             let b = &self.bp[jr * self.pairs * nr..][..self.pairs * nr];
             let cols = nr.min(self.nb - jr * nr);
             let j = self.j0 + jr * nr;
+            // A whole tile replacing C goes straight into it.
+            let whole = self.overwrite && valid == mr && cols == nr;
             #[cfg(target_arch = "x86_64")]
-            if let (Some(tiles), true) = (&tiles, self.overwrite && valid == mr && cols == nr) {
-                // A whole tile replacing C: straight into it.
+            if let Some(tiles) = tiles.as_ref().filter(|_| whole) {
                 tiles.product(self.pairs, a, b, &mut rows[j..], self.c_rs);
                 continue;
             }
