@@ -30,7 +30,7 @@ use crate::ops::cast::round_to_bf16;
 const MR: usize = 8;
 /// Columns of the AVX-512 micro-tile: three 16-lane vectors.
 const NR: usize = 48;
-/// The largest micro-tile of either kernel, in `f32`.
+/// The largest AMX micro-tile, in `f32` (its scratch tile for partial tiles).
 const TILE_MAX: usize = 1024;
 /// `k` pairs per block: an `A` panel (8 KiB) and a `B` panel (48 KiB) stay in L1/L2 while a
 /// tile runs through them.
@@ -228,7 +228,9 @@ impl Block<'_> {
     fn row_of_tiles(&self, ir: usize, rows: &mut [f32], valid: usize) {
         let (mr, nr, _) = self.kernel.shape();
         let a = &self.ap[ir * self.pairs * mr..][..self.pairs * mr];
+        #[cfg(target_arch = "x86_64")]
         let mut buf = [0.0f32; TILE_MAX];
+        #[cfg(target_arch = "x86_64")]
         let tile = &mut buf[..mr * nr];
         // The tile registers for this row of tiles, on this (rayon) thread.
         #[cfg(target_arch = "x86_64")]
@@ -249,24 +251,45 @@ impl Block<'_> {
             }
             match self.kernel {
                 // SAFETY: `Kernel::best` picks this kernel only where `available()` found
-                // avx512f and avx512bf16; the kernel checks the panels' lengths itself.
-                Kernel::Avx512 => unsafe { kernel(self.pairs, a, b, tile) },
+                // avx512f and avx512bf16; the kernel checks its panels' and C's lengths itself.
+                Kernel::Avx512 => unsafe {
+                    let out = Out {
+                        c: &mut rows[j..],
+                        rs: self.c_rs,
+                        rows: valid,
+                        cols,
+                        overwrite: self.overwrite,
+                    };
+                    kernel(self.pairs, a, b, out)
+                },
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Amx => tiles
-                    .as_ref()
-                    .expect("`Kernel::best` picks AMX only where it is available")
-                    .product(self.pairs, a, b, tile, nr),
-            }
-            for (r, t) in tile.chunks_exact(nr).take(valid).enumerate() {
-                let dst = &mut rows[r * self.c_rs + j..][..cols];
-                if self.overwrite {
-                    dst.copy_from_slice(&t[..cols]);
-                } else {
-                    dst.iter_mut().zip(t).for_each(|(d, &v)| *d += v);
+                Kernel::Amx => {
+                    tiles
+                        .as_ref()
+                        .expect("`Kernel::best` picks AMX only where it is available")
+                        .product(self.pairs, a, b, tile, nr);
+                    for (r, t) in tile.chunks_exact(nr).take(valid).enumerate() {
+                        let dst = &mut rows[r * self.c_rs + j..][..cols];
+                        if self.overwrite {
+                            dst.copy_from_slice(&t[..cols]);
+                        } else {
+                            dst.iter_mut().zip(t).for_each(|(d, &v)| *d += v);
+                        }
+                    }
                 }
             }
         }
     }
+}
+
+/// Where the AVX-512 kernel puts its tile: the `rows x cols` top-left corner of it into `c`
+/// (row stride `rs`), replacing C or added to it.
+struct Out<'a> {
+    c: &'a mut [f32],
+    rs: usize,
+    rows: usize,
+    cols: usize,
+    overwrite: bool,
 }
 
 /// One operand as the packer reads it: element `(lane, k)` at `lane * ls + k * ks` of `data`,
@@ -424,15 +447,19 @@ impl Operand<'_> {
 }
 
 /// The `MR x NR` tile of `pairs` packed `k` pairs: `a` holds `MR` lanes of `pairs` pairs each,
-/// `b` `NR` lanes per pair.
+/// `b` `NR` lanes per pair. The tile is summed from zero and then stored into `out` or added to
+/// it, straight from the registers (masked for a partial tile's columns): the same sums, in
+/// the same order, as through a scratch tile, without its copy.
 ///
 /// # Safety
 /// The CPU must have avx512f and avx512bf16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn kernel(pairs: usize, a: &[u32], b: &[u32], tile: &mut [f32]) {
+unsafe fn kernel(pairs: usize, a: &[u32], b: &[u32], out: Out<'_>) {
     use std::arch::x86_64::*;
-    assert!(a.len() >= pairs * MR && b.len() >= pairs * NR && tile.len() == MR * NR);
+    assert!(a.len() >= pairs * MR && b.len() >= pairs * NR);
+    assert!(out.rows <= MR && out.cols <= NR);
+    assert!(out.rows == 0 || out.c.len() >= (out.rows - 1) * out.rs + out.cols);
     let mut acc = [[_mm512_setzero_ps(); 3]; MR];
     for p in 0..pairs {
         // SAFETY: the assertion above keeps every read inside `a` and `b`; unaligned loads.
@@ -452,16 +479,37 @@ unsafe fn kernel(pairs: usize, a: &[u32], b: &[u32], tile: &mut [f32]) {
             }
         }
     }
-    for (row, acc) in tile.chunks_exact_mut(NR).zip(&acc) {
-        for (dst, v) in row.chunks_exact_mut(16).zip(acc) {
-            // SAFETY: each chunk holds 16 f32, one unaligned 512-bit store.
-            unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *v) };
+    // Lanes of each of the three vectors inside `cols`.
+    let mask = |v: usize| -> __mmask16 {
+        let live = out.cols.saturating_sub(16 * v).min(16);
+        ((1u32 << live) - 1) as __mmask16
+    };
+    let masks = [mask(0), mask(1), mask(2)];
+    for (r, acc) in acc.iter().take(out.rows).enumerate() {
+        // SAFETY: row `r < rows` starts at `r * rs`, and the assertion above keeps its first
+        // `cols` entries inside `c`; a vector with any lane inside `cols` starts inside it, and
+        // the masks touch no lane at or past `cols`.
+        unsafe {
+            let row = out.c.as_mut_ptr().add(r * out.rs);
+            for (v, (&sum, &m)) in acc.iter().zip(&masks).enumerate() {
+                if m == 0 {
+                    // Past `cols`: not even a pointer to it is formed.
+                    continue;
+                }
+                let dst = row.add(16 * v);
+                let value = if out.overwrite {
+                    sum
+                } else {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst), sum)
+                };
+                _mm512_mask_storeu_ps(dst, m, value);
+            }
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel(_: usize, _: &[u32], _: &[u32], _: &mut [f32]) {
+unsafe fn kernel(_: usize, _: &[u32], _: &[u32], _: Out<'_>) {
     unreachable!("matmul_bf16 checks `available()` first")
 }
 
