@@ -237,8 +237,9 @@ impl Conv2d {
 
     /// Unfolds `xs` (the chunk's `d.b` images) into the column matrix `(Cin * kh * kw, d.b *
     /// Ho * Wo)` in `col`, in parallel over rows: a row is one `(channel, i, j)` covering every
-    /// image, so each task writes one contiguous stretch. Padding entries are not written: they
-    /// stay as [`ColBuffer`] zeroed them.
+    /// image, so each task writes one contiguous stretch. Padding entries are not written (but
+    /// for those rewritten with zeros inside one stretch, below): they stay as [`ColBuffer`]
+    /// zeroed them.
     ///
     /// With a stride, every input row is first split into its `stride` phases (phase `q` holds
     /// elements `q, q + s, q + 2s, ...`), so that each stretch below is a contiguous copy rather
@@ -263,6 +264,25 @@ impl Conv2d {
             // phase `w0 % s`, from position `w0 / s` on.
             let w0 = ow0 * s + j - p;
             let len = ow1 - ow0;
+            if s == 1 && d.wo == d.w {
+                // Output and input rows equally long: the valid outputs of all rows are one
+                // stretch of the input plane, copied at once; the entries it carried into the
+                // padding columns (the neighbouring rows' ends) are zeroed after. One copy
+                // instead of one per output row of 13-27 elements: AlexNet's 3x3 layers'
+                // unfold of 7 images took 0.17 ms instead of 0.27 (throwaway timing loop).
+                let span = (oh1 - oh0 - 1) * d.wo + len;
+                for (bi, dst_b) in dst.chunks_exact_mut(l).enumerate() {
+                    let plane = (bi * d.c + ci) * d.h * d.w;
+                    let src = &xs[plane + (oh0 + i - p) * d.w + w0..][..span];
+                    let rows = &mut dst_b[oh0 * d.wo..oh1 * d.wo];
+                    rows[ow0..][..span].copy_from_slice(src);
+                    for row in rows.chunks_exact_mut(d.wo) {
+                        row[..ow0].fill(T::ZERO);
+                        row[ow1..].fill(T::ZERO);
+                    }
+                }
+                return;
+            }
             for (bi, dst_b) in dst.chunks_exact_mut(l).enumerate() {
                 for oh in oh0..oh1 {
                     let r = (bi * d.c + ci) * d.h + oh * s + i - p;
