@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p zoo-models --example conv_layers -- [f32|bf16] [BATCH] [RUNS]
+//! .venv-ref/bin/python scripts/speed/conv_layers.py [f32|bf16] [BATCH] [RUNS]  # PyTorch's side
 //! ```
 //!
 //! `bf16` uses the mixed-precision mode's products (`Products::Bf16`: AMX or AVX-512 BF16 where
