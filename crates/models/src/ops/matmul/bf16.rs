@@ -30,6 +30,8 @@ use crate::ops::cast::round_to_bf16;
 const MR: usize = 8;
 /// Columns of the AVX-512 micro-tile: three 16-lane vectors.
 const NR: usize = 48;
+/// The most lanes of an `A` panel (either kernel's rows).
+const PANEL_MAX: usize = 32;
 /// The largest AMX micro-tile, in `f32` (its scratch tile for partial tiles).
 const TILE_MAX: usize = 1024;
 /// `k` pairs per block: an `A` panel (8 KiB) and a `B` panel (48 KiB) stay in L1/L2 while a
@@ -398,6 +400,27 @@ impl Operand<'_> {
                 let hi = &data[first + (k + 1) * ks..][..live];
                 for ((d, &x), &y) in row.iter_mut().zip(lo).zip(hi) {
                     *d = pair(x, y);
+                }
+            }
+            whole
+        } else if by_lane && ls == 1 && live <= PANEL_MAX {
+            // Lanes contiguous, `k` strided (a transposed A, the input gradient's `W^T`): 16
+            // pairs of every lane at a time gathered from their rows into a small buffer, then
+            // written out as each lane's run (writing each pair straight into its lane's run
+            // scattered the writes: 0.7-1.0 elements/ns against 12 for a row-major A).
+            let mut buf = [[0u32; 16]; PANEL_MAX];
+            for start in (0..whole).step_by(16) {
+                let n = 16.min(whole - start);
+                for i in 0..n {
+                    let k = p0 + 2 * (start + i);
+                    let lo = &data[first + k * ks..][..live];
+                    let hi = &data[first + (k + 1) * ks..][..live];
+                    for (b, (&x, &y)) in buf.iter_mut().zip(lo.iter().zip(hi)) {
+                        b[i] = pair(x, y);
+                    }
+                }
+                for (l, b) in buf.iter().take(live).enumerate() {
+                    dst[l * pairs + start..][..n].copy_from_slice(&b[..n]);
                 }
             }
             whole
