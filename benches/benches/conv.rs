@@ -3,7 +3,8 @@
 //! forward plus backward, at AlexNet's shapes; the same layers forced to im2col; and
 //! the backbone layer's fused `conv2d_bias_relu` against `conv2d` followed by `bias_relu`; and
 //! the mixed-precision mode's `bf16` products (`Products::Bf16`, AVX-512 BF16 where the CPU has
-//! it) on the same `f32` tensors.
+//! it) on the same `f32` tensors, with the algorithm `Auto` picks (the implicit GEMM's forward
+//! pass for large calls) and forced to im2col.
 use candle_core::{Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
@@ -76,6 +77,16 @@ fn bf16_products(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
     x.apply_op2(w, op.with_products(Products::Bf16))
 }
 
+/// The `bf16` products through im2col, where `Auto` may take the implicit GEMM's forward pass.
+fn bf16_im2col(x: &Tensor, w: &Tensor, l: &Layer) -> Result<Tensor> {
+    let op = Conv2d::new(l.kernel, l.kernel, l.stride, l.padding, 1)?;
+    x.apply_op2(
+        w,
+        op.with_products(Products::Bf16)
+            .with_algorithm(Algorithm::Im2col),
+    )
+}
+
 /// A constant bias for the fused layer (the benchmark differentiates input and weight).
 fn bias(w: &Tensor) -> Result<Tensor> {
     Tensor::full(0.1f32, w.dim(0)?, w.device())
@@ -127,6 +138,7 @@ fn bench_layers(cr: &mut Criterion, name: &str, layers: &[Layer], batch: usize) 
             ("zoo_then_bias_relu", conv_then_bias_relu as Conv),
             ("zoo_bias_relu_fused", fused_bias_relu as Conv),
             ("zoo_bf16_products", bf16_products as Conv),
+            ("zoo_bf16_im2col", bf16_im2col as Conv),
         ] {
             // Fail loudly up front rather than timing an error path.
             conv(&x, &w, l)?;

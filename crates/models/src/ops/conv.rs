@@ -43,6 +43,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+mod direct;
 mod winograd;
 
 use super::bias_relu::bias_grads;
@@ -73,17 +74,23 @@ pub struct Conv2d {
 }
 
 /// How [`Conv2d`] computes a convolution that Winograd's F(2x2, 3x3) can compute (a 3x3 kernel
-/// at stride 1 with exact products); every other one is im2col + GEMM.
+/// at stride 1 with exact products), or whose forward pass the implicit GEMM of `bf16` products
+/// can (see [`direct`]); every other one is im2col + GEMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Algorithm {
-    /// F(2x2, 3x3) where a call has at least [`WINOGRAD_MIN_TILES`] output tiles, else im2col.
+    /// F(2x2, 3x3) where a call has at least [`WINOGRAD_MIN_TILES`] output tiles; the implicit
+    /// GEMM where it has at least [`DIRECT_MIN_MACS`] multiply-adds; else im2col.
     #[default]
     Auto,
     /// im2col + GEMM.
     Im2col,
     /// F(2x2, 3x3) whatever the size.
     Winograd,
+    /// The implicit GEMM's forward pass whatever the size.
+    Direct,
 }
+
+pub use direct::MIN_MACS as DIRECT_MIN_MACS;
 
 /// Fewest 2x2 output tiles per call for which [`Algorithm::Auto`] takes F(2x2, 3x3): below it,
 /// its 16 products are too small to beat im2col's single one (AlexNet's 13x13 layers, 49 tiles
@@ -650,9 +657,13 @@ impl CustomOp2 for Conv2d {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = self.dims(l1.shape(), l2.shape())?;
+        let shape = Shape::from((d.b, d.c_out, d.ho, d.wo));
+        if let Some(ys) = self.direct_on(s1, l1, s2, l2, &d)? {
+            return Ok((f32::to_storage(ys), shape));
+        }
         let out = dispatch2!("conv2d", s1, l1, s2, l2, |xs, ws| self
             .fwd_typed(xs, ws, &d)?);
-        Ok((out, Shape::from((d.b, d.c_out, d.ho, d.wo))))
+        Ok((out, shape))
     }
 
     fn bwd(
@@ -667,6 +678,26 @@ impl CustomOp2 for Conv2d {
 }
 
 impl Conv2d {
+    /// The forward pass as [`direct`]'s implicit GEMM, where it applies: `f32` input and weight
+    /// (see [`Self::direct`] for the rest); `None` otherwise.
+    fn direct_on(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        d: &Dims,
+    ) -> Result<Option<Vec<f32>>> {
+        match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) if self.direct(d) => {
+                let xs = contiguous_slice::<f32>(s1, l1, "conv2d")?;
+                let ws = contiguous_slice::<f32>(s2, l2, "conv2d")?;
+                self.direct_fwd(xs, ws, d).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The input and weight gradients for the output gradient `grad` (contiguous), each only
     /// when that side is part of the graph.
     fn grads(
@@ -726,12 +757,17 @@ impl CustomOp3 for Conv2dBiasRelu {
             bail!("{OP}: bias shape {:?}, expected ({})", l3.shape(), d.c_out)
         }
         let plane = d.ho * d.wo;
+        let shape = Shape::from((d.b, d.c_out, d.ho, d.wo));
+        if let Some(mut ys) = self.conv.direct_on(s1, l1, s2, l2, &d)? {
+            add_bias_relu(&mut ys, contiguous_slice::<f32>(s3, l3, OP)?, plane);
+            return Ok((f32::to_storage(ys), shape));
+        }
         let out = dispatch3!(OP, s1, l1, s2, l2, s3, l3, |x, w, bias| {
             let mut ys = self.conv.fwd_typed(x, w, &d)?;
             add_bias_relu(&mut ys, bias, plane);
             ys
         });
-        Ok((out, Shape::from((d.b, d.c_out, d.ho, d.wo))))
+        Ok((out, shape))
     }
 
     fn bwd(

@@ -440,6 +440,12 @@ fn bf16_products_match_stock_on_rounded_values() -> Result<()> {
         (case(2, 3, (27, 23), 64, (11, 11), 4, 2, 1), COL_BUDGET),
         (case(3, 8, (5, 6), 40, (3, 3), 1, 3, 1), COL_BUDGET),
         (case(5, 6, (7, 5), 33, (3, 3), 2, 1, 1), 6 * 9 * 12 * 2),
+        // The implicit GEMM's (16 or more channels, even): an odd batch split between threads,
+        // no padding, odd sides, a partial panel of output channels; padding beyond the
+        // kernel's reach (windows of zeros only); a 1x1 kernel at stride 2.
+        (case(5, 18, (6, 9), 50, (3, 3), 1, 0, 1), COL_BUDGET),
+        (case(1, 16, (3, 4), 20, (3, 3), 1, 3, 1), COL_BUDGET),
+        (case(3, 32, (8, 8), 96, (1, 1), 2, 0, 1), COL_BUDGET),
     ] {
         let x = Var::from_tensor(&uniform(&[c.b, c.c_in, c.h, c.w], 20, DType::F32)?)?;
         let w = Var::from_tensor(&uniform(
@@ -447,31 +453,51 @@ fn bf16_products_match_stock_on_rounded_values() -> Result<()> {
             21,
             DType::F32,
         )?)?;
-        let op = Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?
-            .with_products(Products::Bf16)
-            .with_col_budget(budget);
-        let fast = x.as_tensor().apply_op2(w.as_tensor(), op)?;
-        let (x64, w64) = (
-            Var::from_tensor(&on_grid(&x)?.to_dtype(DType::F64)?)?,
-            Var::from_tensor(&on_grid(&w)?.to_dtype(DType::F64)?)?,
-        );
-        let stock = x64
-            .as_tensor()
-            .conv2d(w64.as_tensor(), c.padding, c.stride, 1, c.groups)?;
-        let r = on_grid(&uniform(fast.dims(), 22, DType::F32)?)?;
-        let gf = (&fast * &r)?.sum_all()?.backward()?;
-        let gs = (&stock * &r.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
-        let pairs = [
-            ("output", Some(&fast), Some(&stock)),
-            ("grad x", gf.get(x.as_tensor()), gs.get(x64.as_tensor())),
-            ("grad w", gf.get(w.as_tensor()), gs.get(w64.as_tensor())),
-        ];
-        for (name, f, s) in pairs {
-            let (Some(f), Some(s)) = (f, s) else {
-                panic!("{c:?}: no {name}")
-            };
-            let err = rel_err(f, s)?;
-            assert!(err <= 1e-5, "{c:?}: {name} relative error {err:e}");
+        for algorithm in [Algorithm::Direct, Algorithm::Im2col] {
+            let op = Conv2d::new(c.kh, c.kw, c.stride, c.padding, c.groups)?
+                .with_products(Products::Bf16)
+                .with_col_budget(budget)
+                .with_algorithm(algorithm);
+            let fast = x.as_tensor().apply_op2(w.as_tensor(), op)?;
+            let (x64, w64) = (
+                Var::from_tensor(&on_grid(&x)?.to_dtype(DType::F64)?)?,
+                Var::from_tensor(&on_grid(&w)?.to_dtype(DType::F64)?)?,
+            );
+            let stock =
+                x64.as_tensor()
+                    .conv2d(w64.as_tensor(), c.padding, c.stride, 1, c.groups)?;
+            let r = on_grid(&uniform(fast.dims(), 22, DType::F32)?)?;
+            let gf = (&fast * &r)?.sum_all()?.backward()?;
+            let gs = (&stock * &r.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
+            let pairs = [
+                ("output", Some(&fast), Some(&stock)),
+                ("grad x", gf.get(x.as_tensor()), gs.get(x64.as_tensor())),
+                ("grad w", gf.get(w.as_tensor()), gs.get(w64.as_tensor())),
+            ];
+            for (name, f, s) in pairs {
+                let (Some(f), Some(s)) = (f, s) else {
+                    panic!("{c:?}: no {name}")
+                };
+                let err = rel_err(f, s)?;
+                assert!(
+                    err <= 1e-5,
+                    "{c:?} {algorithm:?}: {name} relative error {err:e}"
+                );
+            }
+            // The fused bias + ReLU forward takes the same products.
+            let bias = uniform(&[c.c_out], 23, DType::F32)?;
+            let fused = x.as_tensor().apply_op3(
+                w.as_tensor(),
+                &bias,
+                super::Conv2dBiasRelu { conv: op },
+            )?;
+            let b64 = bias.to_dtype(DType::F64)?.reshape((1, c.c_out, 1, 1))?;
+            let want = stock.broadcast_add(&b64)?.relu()?;
+            let err = rel_err(&fused, &want)?;
+            assert!(
+                err <= 1e-5,
+                "{c:?} {algorithm:?}: bias + relu relative error {err:e}"
+            );
         }
     }
     Ok(())

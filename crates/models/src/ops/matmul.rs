@@ -14,7 +14,9 @@ use candle_core::{bail, Result};
 use super::Real;
 
 mod bf16;
-pub(crate) use bf16::{available as bf16_available, matmul_bf16};
+pub(crate) use bf16::{
+    available as bf16_available, matmul_bf16, window_tile, Windows, WINDOW_TILE,
+};
 
 /// Products with fewer multiply-adds than this run on the calling thread only.
 const PARALLEL_MIN: usize = 1 << 18;

@@ -115,7 +115,8 @@ pub(crate) use cast::param_dtype_fits;
 pub use cast::{param_in, to_dtype, Cast, RoundToBf16};
 pub use conv::{
     conv2d, conv2d_bias_relu, conv2d_bias_relu_with, conv2d_with, Algorithm, Conv2d,
-    Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dBiasRelu, COL_BUDGET, WINOGRAD_MIN_TILES,
+    Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dBiasRelu, COL_BUDGET, DIRECT_MIN_MACS,
+    WINOGRAD_MIN_TILES,
 };
 pub use few_rows::{linear, MatMulWt, FEW_ROWS};
 pub use gate_mul::{gate_mul, GateGrad, GateMul};

@@ -353,7 +353,7 @@ impl Conv2d {
         applies
             && match self.algorithm {
                 Algorithm::Auto => d.b * Grid::new(d, self.padding).tiles() >= WINOGRAD_MIN_TILES,
-                Algorithm::Im2col => false,
+                Algorithm::Im2col | Algorithm::Direct => false,
                 Algorithm::Winograd => true,
             }
     }

@@ -531,6 +531,80 @@ unsafe fn kernel(pairs: usize, a: &[u32], b: &[u32], out: Out<'_>) {
     }
 }
 
+/// An `A` operand read in place rather than packed: the implicit GEMM of a convolution
+/// ([`crate::ops::conv`]'s `bf16` forward), whose `A` rows are output positions and whose `k`
+/// pairs are the input's channel pairs under each kernel tap. Pair `t * tap_pairs + p` of tile
+/// row `i` is `src[origins[i] + taps[t] + p]`: each position's window starts at its origin in
+/// the channel-pair-interleaved input, each tap at a fixed offset from it.
+pub(crate) struct Windows<'a> {
+    pub(crate) src: &'a [u32],
+    pub(crate) origins: [usize; MR],
+    pub(crate) taps: &'a [usize],
+    pub(crate) tap_pairs: usize,
+}
+
+/// Rows and columns of the tile [`window_tile`] computes.
+pub(crate) const WINDOW_TILE: (usize, usize) = (MR, NR);
+
+/// The `MR x NR` tile of `a`'s rows times the packed `B` panel `b` (`NR` lanes for each of `a`'s
+/// `taps.len() * tap_pairs` pairs), into the row-major `tile`. `None` where the CPU lacks
+/// AVX-512 BF16 (check [`available`] first).
+pub(crate) fn window_tile(a: &Windows<'_>, b: &[u32], tile: &mut [f32; MR * NR]) -> Option<()> {
+    let pairs = a.taps.len() * a.tap_pairs;
+    let reach = a.taps.iter().max().map_or(0, |t| t + a.tap_pairs);
+    assert!(a.origins.iter().all(|&o| o + reach <= a.src.len()) && b.len() >= pairs * NR);
+    if !available() {
+        return None;
+    }
+    // SAFETY: `available()` found avx512f and avx512bf16; the assertion keeps every read of
+    // `a.src` and `b` inside them.
+    unsafe { window_kernel(a, b, tile) };
+    Some(())
+}
+
+/// [`window_tile`]'s loop: [`kernel`]'s, with each row's pairs read from its window.
+///
+/// # Safety
+/// The CPU must have avx512f and avx512bf16, and every `origins[i] + taps[t] + p` (`p <
+/// tap_pairs`) must lie inside `a.src`, every pair's `NR` lanes inside `b`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn window_kernel(a: &Windows<'_>, b: &[u32], tile: &mut [f32; MR * NR]) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+    let mut bp = b.as_ptr();
+    for &tap in a.taps {
+        // SAFETY: the caller guarantees the windows' reads; `bp` walks `b` pair by pair.
+        unsafe {
+            let rows: [*const u32; MR] =
+                std::array::from_fn(|i| a.src.as_ptr().add(a.origins[i] + tap));
+            for p in 0..a.tap_pairs {
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.cast()));
+                let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(16).cast()));
+                let b2: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(32).cast()));
+                for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                    let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(*row.add(p) as i32));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], ai, b0);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], ai, b1);
+                    acc[2] = _mm512_dpbf16_ps(acc[2], ai, b2);
+                }
+                bp = bp.add(NR);
+            }
+        }
+    }
+    for (row, acc) in tile.chunks_exact_mut(NR).zip(&acc) {
+        for (dst, v) in row.chunks_exact_mut(16).zip(acc) {
+            // SAFETY: each chunk holds 16 f32, one unaligned 512-bit store.
+            unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *v) };
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn window_kernel(_: &Windows<'_>, _: &[u32], _: &mut [f32; MR * NR]) {
+    unreachable!("window_tile checks `available()` first")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn kernel(_: usize, _: &[u32], _: &[u32], _: Out<'_>) {
     unreachable!("matmul_bf16 checks `available()` first")

@@ -1,0 +1,199 @@
+//! The forward pass with `bf16` products as an implicit GEMM: no column matrix.
+//!
+//! im2col writes every input value `kh * kw` times into an `f32` column matrix (4.7 MB an image
+//! at AlexNet's 5x5 layer, more than a core's L2), which the `bf16` GEMM then reads again to
+//! round and pack it. Here each image is instead rounded once into a zero-bordered copy with
+//! its channel pairs interleaved (`(H + 2p, W + 2p, C / 2)` of `u32`, a pair of `bf16` each,
+//! 123 KB at that layer): under kernel tap `(i, j)` the `C / 2` pairs an output position reads
+//! are then consecutive, at a fixed offset from the position's own window origin. The
+//! micro-kernel ([`window_tile`]) reads its `A` rows, 8 output positions, straight from there;
+//! its `B` panels are the weights, packed once per call with `k` ordered as (tap, channel
+//! pair). Each tile, 8 positions by 48 output channels, sums all of `k` in registers and is
+//! written once, position-major, into a per-image buffer that is transposed into the output.
+//!
+//! For `f32` inputs with an even number of channels (at least [`MIN_CHANNELS`]: a 3-channel
+//! image would pad a quarter of its pairs), one group, calls of at least [`MIN_MACS`]
+//! multiply-adds, on a CPU with AVX-512 BF16; the other convolutions take im2col. Only the
+//! forward pass: the backward passes keep im2col.
+use candle_core::Result;
+use rayon::prelude::*;
+
+use super::{Algorithm, Conv2d, Dims, Products};
+use crate::ops::cast::round_to_bf16;
+use crate::ops::matmul::{bf16_available, window_tile, Windows, WINDOW_TILE};
+
+/// Fewest input channels for which the implicit GEMM runs.
+pub const MIN_CHANNELS: usize = 16;
+
+/// Fewest multiply-adds per call for which the implicit GEMM runs: below it, packing the weights
+/// (0.2-0.5 ms a layer) outweighs what it saves. A throwaway timing loop of AlexNet-224's four
+/// later layers against im2col (bf16 products, fastest of 15) broke even at 4 images for the
+/// 5x5 layer and at 8 for the 3x3 ones, all about 2^30 multiply-adds; at 16 images the implicit
+/// GEMM took 11.5 against 15.4 ms (5x5) and 6.5-9.8 against 6.6-11.2 ms (3x3).
+pub const MIN_MACS: usize = 1 << 30;
+
+const MR: usize = WINDOW_TILE.0;
+const NR: usize = WINDOW_TILE.1;
+
+impl Conv2d {
+    /// Whether the forward pass of `d` runs as the implicit GEMM.
+    pub(super) fn direct(&self, d: &Dims) -> bool {
+        let size = match self.algorithm {
+            Algorithm::Auto => d.b * d.l() * d.c_out * d.c * self.kh * self.kw >= MIN_MACS,
+            Algorithm::Direct => true,
+            Algorithm::Im2col | Algorithm::Winograd => false,
+        };
+        size && self.products == Products::Bf16
+            && self.groups == 1
+            && d.c >= MIN_CHANNELS
+            && d.c.is_multiple_of(2)
+            && bf16_available()
+    }
+
+    /// The forward pass of `d` (which [`Self::direct`] accepts): `xs (B, C, H, W)`, weights
+    /// `ws (Cout, C, kh, kw)`, output `(B, Cout, Ho, Wo)`.
+    pub(super) fn direct_fwd(&self, xs: &[f32], ws: &[f32], d: &Dims) -> Result<Vec<f32>> {
+        let weights = PackedWeights::new(ws, d, self.kh, self.kw);
+        let (out_image, in_image) = (d.c_out * d.l(), d.c * d.h * d.w);
+        let mut ys = vec![0.0; d.b * out_image];
+        let (runs, parallel) = self.parts(d);
+        Self::split_runs(&runs, &mut ys, out_image)
+            .into_par_iter()
+            .for_each(|((lo, hi), y)| {
+                let mut scratch = Scratch::default();
+                for (x, y) in xs[lo * in_image..hi * in_image]
+                    .chunks_exact(in_image)
+                    .zip(y.chunks_exact_mut(out_image))
+                {
+                    self.direct_image(x, &weights, d, y, parallel, &mut scratch);
+                }
+            });
+        Ok(ys)
+    }
+
+    /// One image `x (C, H, W)` into `y (Cout, Ho, Wo)`, its tiles split between threads when
+    /// `parallel`.
+    fn direct_image(
+        &self,
+        x: &[f32],
+        weights: &PackedWeights,
+        d: &Dims,
+        y: &mut [f32],
+        parallel: bool,
+        scratch: &mut Scratch,
+    ) {
+        let (s, p) = (self.stride, self.padding);
+        let (hp, wp, cp) = (d.h + 2 * p, d.w + 2 * p, d.c / 2);
+        let plane = d.h * d.w;
+        // The bordered, pair-interleaved image: pixel (h, w)'s pairs at `((h + p) * wp + w + p)
+        // * cp`. Its border stays zero from one image to the next; only the inside is written.
+        let src = &mut scratch.src;
+        if src.len() != hp * wp * cp {
+            src.clear();
+            src.resize(hp * wp * cp, 0);
+        }
+        src.par_chunks_mut(wp * cp)
+            .skip(p)
+            .take(d.h)
+            .enumerate()
+            .for_each(|(h, row)| {
+                for (w, px) in row[p * cp..].chunks_exact_mut(cp).take(d.w).enumerate() {
+                    let at = h * d.w + w;
+                    for (q, v) in px.iter_mut().enumerate() {
+                        let (lo, hi) = (x[2 * q * plane + at], x[(2 * q + 1) * plane + at]);
+                        *v = u32::from(round_to_bf16(lo)) | u32::from(round_to_bf16(hi)) << 16;
+                    }
+                }
+            });
+        let src = &scratch.src;
+        let taps: Vec<usize> = (0..self.kh * self.kw)
+            .map(|t| ((t / self.kw) * wp + t % self.kw) * cp)
+            .collect();
+        let origin = |pos: usize| ((pos / d.wo) * s * wp + (pos % d.wo) * s) * cp;
+        let l = d.l();
+        let c_out = d.c_out;
+        // Position-major product, one row of tiles (MR positions) per task.
+        let yt = &mut scratch.yt;
+        yt.resize(l.next_multiple_of(MR) * c_out, 0.0);
+        let run = |(r, out): (usize, &mut [f32])| {
+            let first = r * MR;
+            let valid = MR.min(l - first);
+            // Rows past the last position repeat it: computed, never stored.
+            let windows = Windows {
+                src,
+                origins: std::array::from_fn(|i| origin(first + i.min(valid - 1))),
+                taps: &taps,
+                tap_pairs: cp,
+            };
+            let mut tile = [0.0f32; MR * NR];
+            for (q, panel) in weights.panels().enumerate() {
+                window_tile(&windows, panel, &mut tile)
+                    .expect("`Conv2d::direct` runs only where the bf16 kernel is available");
+                let cols = NR.min(c_out - q * NR);
+                for (i, t) in tile.chunks_exact(NR).take(valid).enumerate() {
+                    out[i * c_out + q * NR..][..cols].copy_from_slice(&t[..cols]);
+                }
+            }
+        };
+        if parallel {
+            yt.par_chunks_mut(MR * c_out).enumerate().for_each(run);
+        } else {
+            yt.chunks_mut(MR * c_out).enumerate().for_each(run);
+        }
+        // (positions, Cout) -> (Cout, positions).
+        let yt = &scratch.yt;
+        y.par_chunks_mut(l).enumerate().for_each(|(co, y_ch)| {
+            for (pos, v) in y_ch.iter_mut().enumerate() {
+                *v = yt[pos * c_out + co];
+            }
+        });
+    }
+}
+
+/// Buffers reused from image to image of a run.
+#[derive(Default)]
+struct Scratch {
+    /// The bordered, pair-interleaved image.
+    src: Vec<u32>,
+    /// The position-major product.
+    yt: Vec<f32>,
+}
+
+/// The weights `(Cout, C, kh, kw)` as the kernel's `B` panels: panel `q` holds output channels
+/// `48q..48q + 48` (zeros past `Cout`), and its pair `t * C/2 + c` holds channels `2c, 2c + 1`
+/// under tap `t = i * kw + j`, one `u32` per output channel.
+struct PackedWeights {
+    data: Vec<u32>,
+    /// `u32` per panel: `k` pairs times [`NR`].
+    panel: usize,
+}
+
+impl PackedWeights {
+    fn new(ws: &[f32], d: &Dims, kh: usize, kw: usize) -> Self {
+        let (c, taps) = (d.c, kh * kw);
+        let cp = c / 2;
+        let panel = taps * cp * NR;
+        let mut data = vec![0u32; d.c_out.div_ceil(NR) * panel];
+        data.par_chunks_mut(panel).enumerate().for_each(|(q, dst)| {
+            let lanes = NR.min(d.c_out - q * NR);
+            let w = &ws[q * NR * c * taps..][..lanes * c * taps];
+            // Each (tap, pair) row of lanes written in one go (lane by lane scattered the
+            // writes, 0.19-0.56 ms a layer).
+            for pair in 0..cp {
+                for t in 0..taps {
+                    let row = &mut dst[(t * cp + pair) * NR..][..lanes];
+                    for (lane, v) in row.iter_mut().enumerate() {
+                        let at = lane * c * taps + 2 * pair * taps + t;
+                        let (lo, hi) = (w[at], w[at + taps]);
+                        *v = u32::from(round_to_bf16(lo)) | u32::from(round_to_bf16(hi)) << 16;
+                    }
+                }
+            }
+        });
+        Self { data, panel }
+    }
+
+    fn panels(&self) -> std::slice::ChunksExact<'_, u32> {
+        self.data.chunks_exact(self.panel)
+    }
+}
