@@ -79,7 +79,8 @@ pub struct Conv2d {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Algorithm {
     /// F(2x2, 3x3) where a call has at least [`WINOGRAD_MIN_TILES`] output tiles; the implicit
-    /// GEMM where it has at least [`DIRECT_MIN_MACS`] multiply-adds; else im2col.
+    /// GEMM where it has at least [`DIRECT_MIN_MACS`] multiply-adds and its output channels fill
+    /// most of the kernel's 48-wide panels; else im2col.
     #[default]
     Auto,
     /// im2col + GEMM.
@@ -841,6 +842,14 @@ impl CustomOp2 for Conv2dBackwardInput {
         let x = Shape::from((b, c_in_g * self.conv.groups, self.h, self.w));
         let d = self.conv.dims(&x, l1.shape())?;
         check_grad(&x, &d, l2, "conv2d backward (input)")?;
+        if let (CpuStorage::F32(_), CpuStorage::F32(_)) = (s1, s2) {
+            if let Some((t, td)) = self.conv.direct_grad_input(&d) {
+                let ws = contiguous_slice::<f32>(s1, l1, "conv2d backward (input)")?;
+                let g = contiguous_slice::<f32>(s2, l2, "conv2d backward (input)")?;
+                let wt = direct::flipped_transposed(ws, &d, self.conv.kh);
+                return Ok((f32::to_storage(t.direct_fwd(g, &wt, &td)?), x));
+            }
+        }
         let out = dispatch2!("conv2d backward (input)", s1, l1, s2, l2, |ws, g| {
             self.conv.grad_input_typed(ws, g, &d)?
         });

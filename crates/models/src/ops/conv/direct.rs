@@ -12,9 +12,10 @@
 //! written once, position-major, into a per-image buffer that is transposed into the output.
 //!
 //! For `f32` inputs with an even number of channels (at least [`MIN_CHANNELS`]: a 3-channel
-//! image would pad a quarter of its pairs), one group, calls of at least [`MIN_MACS`]
-//! multiply-adds, on a CPU with AVX-512 BF16; the other convolutions take im2col. Only the
-//! forward pass: the backward passes keep im2col.
+//! image would pad a quarter of its pairs), one group, output channels filling most of their
+//! 48-wide panels, calls of at least [`MIN_MACS`] multiply-adds, on a CPU with AVX-512 BF16; the other convolutions take im2col. The input
+//! gradient of a unit-stride convolution is itself such a convolution (of the output gradient,
+//! with the kernels flipped) and runs here too; the weight gradient keeps im2col.
 use candle_core::Result;
 use rayon::prelude::*;
 
@@ -38,16 +39,47 @@ const NR: usize = WINDOW_TILE.1;
 impl Conv2d {
     /// Whether the forward pass of `d` runs as the implicit GEMM.
     pub(super) fn direct(&self, d: &Dims) -> bool {
-        let size = match self.algorithm {
-            Algorithm::Auto => d.b * d.l() * d.c_out * d.c * self.kh * self.kw >= MIN_MACS,
+        // At most a fifth of the last panel's lanes idle: AlexNet's 5x5 input gradient (64
+        // channels out, two panels of 48) took 37.2 against im2col's 29.6 ms at batch 32.
+        let lanes = d.c_out.div_ceil(NR) * NR;
+        let worth_it = match self.algorithm {
+            Algorithm::Auto => {
+                d.b * d.l() * d.c_out * d.c * self.kh * self.kw >= MIN_MACS
+                    && 4 * lanes <= 5 * d.c_out
+            }
             Algorithm::Direct => true,
             Algorithm::Im2col | Algorithm::Winograd => false,
         };
-        size && self.products == Products::Bf16
+        worth_it
+            && self.products == Products::Bf16
             && self.groups == 1
             && d.c >= MIN_CHANNELS
             && d.c.is_multiple_of(2)
             && bf16_available()
+    }
+
+    /// The convolution whose forward pass is this one's input gradient, and its sizes, where
+    /// the implicit GEMM runs that: at unit stride with a square kernel and `padding < kernel`,
+    /// `dx = conv(grad, W')` with `W'[c][co][i][j] = W[co][c][k-1-i][k-1-j]` (the kernel
+    /// flipped, its channel axes swapped) and padding `k - 1 - padding`.
+    pub(super) fn direct_grad_input(&self, d: &Dims) -> Option<(Self, Dims)> {
+        if self.stride != 1 || self.kh != self.kw || self.padding >= self.kh {
+            return None;
+        }
+        let t = Self {
+            padding: self.kh - 1 - self.padding,
+            ..*self
+        };
+        let td = Dims {
+            b: d.b,
+            c: d.c_out,
+            h: d.ho,
+            w: d.wo,
+            ho: d.h,
+            wo: d.w,
+            c_out: d.c,
+        };
+        t.direct(&td).then_some((t, td))
     }
 
     /// The forward pass of `d` (which [`Self::direct`] accepts): `xs (B, C, H, W)`, weights
@@ -148,6 +180,24 @@ impl Conv2d {
             }
         });
     }
+}
+
+/// The weights `(Cout, C, k, k)` of a convolution as those of the one that computes its input
+/// gradient (see [`Conv2d::direct_grad_input`]): `(C, Cout, k, k)`, each kernel flipped.
+pub(super) fn flipped_transposed(ws: &[f32], d: &Dims, k: usize) -> Vec<f32> {
+    let kk = k * k;
+    let mut out = vec![0.0; ws.len()];
+    out.par_chunks_mut(d.c_out * kk)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            for (co, kernel) in dst.chunks_exact_mut(kk).enumerate() {
+                let src = &ws[(co * d.c + c) * kk..][..kk];
+                for (v, &w) in kernel.iter_mut().zip(src.iter().rev()) {
+                    *v = w;
+                }
+            }
+        });
+    out
 }
 
 /// Buffers reused from image to image of a run.
