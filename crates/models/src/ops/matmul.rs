@@ -15,7 +15,8 @@ use super::Real;
 
 mod bf16;
 pub(crate) use bf16::{
-    available as bf16_available, matmul_bf16, window_tile, Windows, WINDOW_TILE,
+    available as bf16_available, matmul_bf16, window_tile, window_tile_is_fastest, Windows,
+    WINDOW_TILE,
 };
 
 /// Products with fewer multiply-adds than this run on the calling thread only.

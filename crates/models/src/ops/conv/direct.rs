@@ -13,15 +13,19 @@
 //!
 //! For `f32` inputs with an even number of channels (at least [`MIN_CHANNELS`]: a 3-channel
 //! image would pad a quarter of its pairs), one group, output channels filling most of their
-//! 48-wide panels, calls of at least [`MIN_MACS`] multiply-adds, on a CPU with AVX-512 BF16; the other convolutions take im2col. The input
-//! gradient of a unit-stride convolution is itself such a convolution (of the output gradient,
-//! with the kernels flipped) and runs here too; the weight gradient keeps im2col.
+//! 48-wide panels, calls of at least [`MIN_MACS`] multiply-adds, on a CPU with AVX-512 BF16 but
+//! no AMX (where AMX multiplies im2col's packed panels; the two were not timed against each
+//! other); the other convolutions take im2col. The input gradient of a unit-stride convolution
+//! is itself such a convolution (of the output gradient, with the kernels flipped) and runs
+//! here too; the weight gradient keeps im2col.
 use candle_core::Result;
 use rayon::prelude::*;
 
 use super::{Algorithm, Conv2d, Dims, Products};
 use crate::ops::cast::round_to_bf16;
-use crate::ops::matmul::{bf16_available, window_tile, Windows, WINDOW_TILE};
+use crate::ops::matmul::{
+    bf16_available, window_tile, window_tile_is_fastest, Windows, WINDOW_TILE,
+};
 
 /// Fewest input channels for which the implicit GEMM runs.
 pub const MIN_CHANNELS: usize = 16;
@@ -46,6 +50,7 @@ impl Conv2d {
             Algorithm::Auto => {
                 d.b * d.l() * d.c_out * d.c * self.kh * self.kw >= MIN_MACS
                     && 4 * lanes <= 5 * d.c_out
+                    && window_tile_is_fastest()
             }
             Algorithm::Direct => true,
             Algorithm::Im2col | Algorithm::Winograd => false,

@@ -543,6 +543,12 @@ pub(crate) struct Windows<'a> {
     pub(crate) tap_pairs: usize,
 }
 
+/// Whether [`window_tile`]'s AVX-512 kernel is also this CPU's fastest `bf16` kernel: not where
+/// AMX runs the packed products (its implicit GEMM is timed only on a CPU without AMX).
+pub(crate) fn window_tile_is_fastest() -> bool {
+    Kernel::best() == Some(Kernel::Avx512)
+}
+
 /// Rows and columns of the tile [`window_tile`] computes.
 pub(crate) const WINDOW_TILE: (usize, usize) = (MR, NR);
 
