@@ -149,10 +149,9 @@ impl Conv2d {
         let origin = |pos: usize| ((pos / d.wo) * s * wp + (pos % d.wo) * s) * cp;
         let l = d.l();
         let c_out = d.c_out;
-        // Position-major product, one row of tiles (MR positions) per task.
-        let yt = &mut scratch.yt;
-        yt.resize(l.next_multiple_of(MR) * c_out, 0.0);
-        let run = |(r, out): (usize, &mut [f32])| {
+        // Row of tiles `r` (positions `r * MR..`) against every weight panel, each tile handed
+        // to `store` with its panel and its valid rows.
+        let row_of_tiles = |r: usize, store: &mut dyn FnMut(usize, usize, &[f32; MR * NR])| {
             let first = r * MR;
             let valid = MR.min(l - first);
             // Rows past the last position repeat it: computed, never stored.
@@ -166,24 +165,44 @@ impl Conv2d {
             for (q, panel) in weights.panels().enumerate() {
                 window_tile(&windows, panel, &mut tile)
                     .expect("`Conv2d::direct` runs only where the bf16 kernel is available");
-                let cols = NR.min(c_out - q * NR);
-                for (i, t) in tile.chunks_exact(NR).take(valid).enumerate() {
-                    out[i * c_out + q * NR..][..cols].copy_from_slice(&t[..cols]);
-                }
+                store(q, valid, &tile);
             }
         };
+        let rows = l.div_ceil(MR);
         if parallel {
-            yt.par_chunks_mut(MR * c_out).enumerate().for_each(run);
+            // Tasks own rows of tiles: a position-major product, transposed after.
+            let yt = &mut scratch.yt;
+            yt.resize(rows * MR * c_out, 0.0);
+            yt.par_chunks_mut(MR * c_out)
+                .enumerate()
+                .for_each(|(r, out)| {
+                    row_of_tiles(r, &mut |q, valid, tile| {
+                        let cols = NR.min(c_out - q * NR);
+                        for (i, t) in tile.chunks_exact(NR).take(valid).enumerate() {
+                            out[i * c_out + q * NR..][..cols].copy_from_slice(&t[..cols]);
+                        }
+                    })
+                });
+            let yt = &scratch.yt;
+            y.par_chunks_mut(l).enumerate().for_each(|(co, y_ch)| {
+                for (pos, v) in y_ch.iter_mut().enumerate() {
+                    *v = yt[pos * c_out + co];
+                }
+            });
         } else {
-            yt.chunks_mut(MR * c_out).enumerate().for_each(run);
-        }
-        // (positions, Cout) -> (Cout, positions).
-        let yt = &scratch.yt;
-        y.par_chunks_mut(l).enumerate().for_each(|(co, y_ch)| {
-            for (pos, v) in y_ch.iter_mut().enumerate() {
-                *v = yt[pos * c_out + co];
+            // One thread: each tile's columns straight into their output planes.
+            for r in 0..rows {
+                row_of_tiles(r, &mut |q, valid, tile| {
+                    let cols = NR.min(c_out - q * NR);
+                    for co in 0..cols {
+                        let dst = &mut y[(q * NR + co) * l + r * MR..][..valid];
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            *v = tile[i * NR + co];
+                        }
+                    }
+                });
             }
-        });
+        }
     }
 }
 
