@@ -9,7 +9,8 @@
 //! micro-kernel ([`window_tile`]) reads its `A` rows, 8 output positions, straight from there;
 //! its `B` panels are the weights, packed once per call with `k` ordered as (tap, channel
 //! pair). Each tile, 8 positions by 48 output channels, sums all of `k` in registers and is
-//! written once, position-major, into a per-image buffer that is transposed into the output.
+//! written once: straight into the output planes, or, where an image's tiles are split between
+//! threads, into a position-major buffer transposed after.
 //!
 //! For `f32` inputs with an even number of channels (at least [`MIN_CHANNELS`]: a 3-channel
 //! image would pad a quarter of its pairs), one group, output channels filling most of their
