@@ -262,7 +262,7 @@ impl Block<'_> {
                         cols,
                         overwrite: self.overwrite,
                     };
-                    kernel(self.pairs, a, b, out)
+                    kernel(&Windows::packed(a, self.pairs), b, out)
                 },
                 #[cfg(target_arch = "x86_64")]
                 Kernel::Amx => {
@@ -469,36 +469,43 @@ impl Operand<'_> {
     }
 }
 
-/// The `MR x NR` tile of `pairs` packed `k` pairs: `a` holds `MR` lanes of `pairs` pairs each,
-/// `b` `NR` lanes per pair. The tile is summed from zero and then stored into `out` or added to
-/// it, straight from the registers (masked for a partial tile's columns): the same sums, in
-/// the same order, as through a scratch tile, without its copy.
+/// The `MR x NR` tile of `a`'s rows times the packed `B` panel `b` (`NR` lanes for each of
+/// `a`'s pairs). A packed `A` panel is the one-tap case ([`Windows::packed`]). The tile is
+/// summed from zero and then stored into `out` or added to it, straight from the registers
+/// (masked for a partial tile's columns): the same sums, in the same order, as through a
+/// scratch tile, without its copy.
 ///
 /// # Safety
 /// The CPU must have avx512f and avx512bf16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn kernel(pairs: usize, a: &[u32], b: &[u32], out: Out<'_>) {
+unsafe fn kernel(a: &Windows<'_>, b: &[u32], out: Out<'_>) {
     use std::arch::x86_64::*;
-    assert!(a.len() >= pairs * MR && b.len() >= pairs * NR);
+    let reach = a.taps.iter().max().map_or(0, |t| t + a.tap_pairs);
+    assert!(a.origins.iter().all(|&o| o + reach <= a.src.len()));
+    assert!(b.len() >= a.taps.len() * a.tap_pairs * NR);
     assert!(out.rows <= MR && out.cols <= NR);
     assert!(out.rows == 0 || out.c.len() >= (out.rows - 1) * out.rs + out.cols);
     let mut acc = [[_mm512_setzero_ps(); 3]; MR];
-    for p in 0..pairs {
-        // SAFETY: the assertion above keeps every read inside `a` and `b`; unaligned loads.
-        // A `u32` pair of bf16 and a 16-lane vector of them are the same bits as `__m512bh`.
+    let mut bp = b.as_ptr();
+    for &tap in a.taps {
+        // SAFETY: the assertions above keep every read inside `a.src` and `b`; `bp` walks `b`
+        // pair by pair; unaligned loads. A `u32` pair of bf16 and a 16-lane vector of them are
+        // the same bits as `__m512bh`.
         unsafe {
-            let bp = b.as_ptr().add(p * NR);
-            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.cast()));
-            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(16).cast()));
-            let b2: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(32).cast()));
-            let ap = a.as_ptr().add(p);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let ai: __m512bh =
-                    std::mem::transmute(_mm512_set1_epi32(*ap.add(i * pairs) as i32));
-                acc[0] = _mm512_dpbf16_ps(acc[0], ai, b0);
-                acc[1] = _mm512_dpbf16_ps(acc[1], ai, b1);
-                acc[2] = _mm512_dpbf16_ps(acc[2], ai, b2);
+            let rows: [*const u32; MR] =
+                std::array::from_fn(|i| a.src.as_ptr().add(a.origins[i] + tap));
+            for p in 0..a.tap_pairs {
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.cast()));
+                let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(16).cast()));
+                let b2: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(32).cast()));
+                for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                    let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(*row.add(p) as i32));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], ai, b0);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], ai, b1);
+                    acc[2] = _mm512_dpbf16_ps(acc[2], ai, b2);
+                }
+                bp = bp.add(NR);
             }
         }
     }
@@ -543,6 +550,19 @@ pub(crate) struct Windows<'a> {
     pub(crate) tap_pairs: usize,
 }
 
+impl<'a> Windows<'a> {
+    /// A packed `A` panel ([`Operand::pack`] by lane): row `i`'s `pairs` pairs from `i * pairs`,
+    /// one tap.
+    fn packed(panel: &'a [u32], pairs: usize) -> Self {
+        Self {
+            src: panel,
+            origins: std::array::from_fn(|i| i * pairs),
+            taps: &[0],
+            tap_pairs: pairs,
+        }
+    }
+}
+
 /// Whether [`window_tile`]'s AVX-512 kernel is also this CPU's fastest `bf16` kernel: not where
 /// AMX runs the packed products (its implicit GEMM is timed only on a CPU without AMX).
 pub(crate) fn window_tile_is_fastest() -> bool {
@@ -556,63 +576,23 @@ pub(crate) const WINDOW_TILE: (usize, usize) = (MR, NR);
 /// `taps.len() * tap_pairs` pairs), into the row-major `tile`. `None` where the CPU lacks
 /// AVX-512 BF16 (check [`available`] first).
 pub(crate) fn window_tile(a: &Windows<'_>, b: &[u32], tile: &mut [f32; MR * NR]) -> Option<()> {
-    let pairs = a.taps.len() * a.tap_pairs;
-    let reach = a.taps.iter().max().map_or(0, |t| t + a.tap_pairs);
-    assert!(a.origins.iter().all(|&o| o + reach <= a.src.len()) && b.len() >= pairs * NR);
     if !available() {
         return None;
     }
-    // SAFETY: `available()` found avx512f and avx512bf16; the assertion keeps every read of
-    // `a.src` and `b` inside them.
-    unsafe { window_kernel(a, b, tile) };
+    let out = Out {
+        c: tile,
+        rs: NR,
+        rows: MR,
+        cols: NR,
+        overwrite: true,
+    };
+    // SAFETY: `available()` found avx512f and avx512bf16; the kernel checks every read and write.
+    unsafe { kernel(a, b, out) };
     Some(())
 }
 
-/// [`window_tile`]'s loop: [`kernel`]'s, with each row's pairs read from its window.
-///
-/// # Safety
-/// The CPU must have avx512f and avx512bf16, and every `origins[i] + taps[t] + p` (`p <
-/// tap_pairs`) must lie inside `a.src`, every pair's `NR` lanes inside `b`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn window_kernel(a: &Windows<'_>, b: &[u32], tile: &mut [f32; MR * NR]) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 3]; MR];
-    let mut bp = b.as_ptr();
-    for &tap in a.taps {
-        // SAFETY: the caller guarantees the windows' reads; `bp` walks `b` pair by pair.
-        unsafe {
-            let rows: [*const u32; MR] =
-                std::array::from_fn(|i| a.src.as_ptr().add(a.origins[i] + tap));
-            for p in 0..a.tap_pairs {
-                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.cast()));
-                let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(16).cast()));
-                let b2: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(32).cast()));
-                for (row, acc) in rows.iter().zip(acc.iter_mut()) {
-                    let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(*row.add(p) as i32));
-                    acc[0] = _mm512_dpbf16_ps(acc[0], ai, b0);
-                    acc[1] = _mm512_dpbf16_ps(acc[1], ai, b1);
-                    acc[2] = _mm512_dpbf16_ps(acc[2], ai, b2);
-                }
-                bp = bp.add(NR);
-            }
-        }
-    }
-    for (row, acc) in tile.chunks_exact_mut(NR).zip(&acc) {
-        for (dst, v) in row.chunks_exact_mut(16).zip(acc) {
-            // SAFETY: each chunk holds 16 f32, one unaligned 512-bit store.
-            unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *v) };
-        }
-    }
-}
-
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn window_kernel(_: &Windows<'_>, _: &[u32], _: &mut [f32; MR * NR]) {
-    unreachable!("window_tile checks `available()` first")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel(_: usize, _: &[u32], _: &[u32], _: Out<'_>) {
+unsafe fn kernel(_: &Windows<'_>, _: &[u32], _: Out<'_>) {
     unreachable!("matmul_bf16 checks `available()` first")
 }
 
