@@ -1,5 +1,6 @@
 """PyTorch's side of `cargo run --release -p zoo-models --example conv_layers`: each of
-AlexNet-224's five convolutions alone, forward and forward + backward (input and weight
+AlexNet-224's five convolutions alone: forward, the input and the weight gradient each alone
+(aten's convolution_backward with one output asked for), and forward + backward (both
 gradients, as zoo's example asks for both where the input is a leaf that needs them), on random
 input, fastest of RUNS after a warm-up, printed in the example's format.
 
@@ -61,11 +62,27 @@ def main(argv):
             forward().float().sum().backward()
 
         ho = wo = (side + 2 * padding - k) // stride + 1
+        # Autocast runs the backward in bf16: the gradients alone are timed on bf16 operands.
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        xd, wd = x.detach().to(dtype), w.detach().to(dtype)
+        grad = torch.ones(batch, c_out, ho, wo, dtype=dtype)
+
+        def gradient(mask):
+            def run():
+                with torch.no_grad():
+                    torch.ops.aten.convolution_backward(
+                        grad, xd, wd, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1,
+                        mask)
+            return run
+
         macs = batch * c_out * ho * wo * c_in * k * k
         t_f, t_fb = fastest(runs, fwd), fastest(runs, fwd_bwd)
+        t_dx = fastest(runs, gradient([True, False, False]))
+        t_dw = fastest(runs, gradient([False, True, False]))
         print(f"{c_in:>3} -> {c_out:<3} k{k} s{stride} {side:>3}x{side:<3}  "
-              f"forward {t_f * 1e3:7.1f} ms {2 * macs / t_f / 1e9:5.0f} GFLOP/s  "
-              f"forward+backward {t_fb * 1e3:7.1f} ms {6 * macs / t_fb / 1e9:5.0f} GFLOP/s")
+              f"forward {t_f * 1e3:6.1f} ms {2 * macs / t_f / 1e9:4.0f} GFLOP/s  "
+              f"dx {t_dx * 1e3:6.1f} ms  dw {t_dw * 1e3:6.1f} ms  "
+              f"forward+backward {t_fb * 1e3:6.1f} ms {6 * macs / t_fb / 1e9:4.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

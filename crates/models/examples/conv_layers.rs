@@ -1,5 +1,6 @@
-//! Times each of AlexNet-224's five convolutions on its own, forward and forward + backward, on
-//! random input: where a step's convolution time goes, layer by layer, without a model around it.
+//! Times each of AlexNet-224's five convolutions on its own, on random input: the forward pass,
+//! the input and the weight gradient each alone, and forward + backward through autograd: where a
+//! step's convolution time goes, layer by layer, without a model around it.
 //!
 //! ```sh
 //! cargo run --release -p zoo-models --example conv_layers -- [f32|bf16] [BATCH] [RUNS]
@@ -9,12 +10,12 @@
 //! `bf16` uses the mixed-precision mode's products (`Products::Bf16`: AMX or AVX-512 BF16 where
 //! the CPU has them); the default is `f32`, batch 32, 9 runs. Each time is the fastest of the
 //! runs after one warm-up (the minimum is the least disturbed by a noisy machine); GFLOP/s counts
-//! a direct convolution's multiply-adds (twice for the forward, six times for forward + backward),
-//! whatever the algorithm.
+//! a direct convolution's multiply-adds (twice for the forward and for each gradient, six times for
+//! forward + backward), whatever the algorithm.
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Var};
 use std::time::Instant;
-use zoo_models::ops::{Conv2d, Products};
+use zoo_models::ops::{Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, Products};
 
 /// `(c_in, c_out, kernel, stride, padding, input side)` of AlexNet-224's convolutions.
 const LAYERS: [(usize, usize, usize, usize, usize, usize); 5] = [
@@ -48,16 +49,32 @@ fn main() -> Result<()> {
         let (_, _, ho, wo) = forward()?.dims4()?;
         let macs = (batch * c_out * ho * wo * c_in * k * k) as f64;
         let fwd = fastest(runs, || Ok(forward().map(drop)?))?;
+        let grad = forward()?.ones_like()?;
+        let dx_op = Conv2dBackwardInput {
+            conv: op,
+            h: side,
+            w: side,
+        };
+        let dx = fastest(runs, || {
+            Ok(w.as_tensor().apply_op2_no_bwd(&grad, &dx_op).map(drop)?)
+        })?;
+        let dw_op = Conv2dBackwardWeight { conv: op };
+        let dw = fastest(runs, || {
+            Ok(x.as_tensor().apply_op2_no_bwd(&grad, &dw_op).map(drop)?)
+        })?;
         let fwd_bwd = fastest(runs, || {
             let grads = forward()?.sum_all()?.backward()?;
             grads.get(w.as_tensor()).context("no weight gradient")?;
             Ok(())
         })?;
         println!(
-            "{c_in:>3} -> {c_out:<3} k{k} s{stride} {side:>3}x{side:<3}  forward {:7.1} ms \
-             {:5.0} GFLOP/s  forward+backward {:7.1} ms {:5.0} GFLOP/s",
+            "{c_in:>3} -> {c_out:<3} k{k} s{stride} {side:>3}x{side:<3}  forward {:6.1} ms \
+             {:4.0} GFLOP/s  dx {:6.1} ms  dw {:6.1} ms  forward+backward {:6.1} ms \
+             {:4.0} GFLOP/s",
             fwd * 1e3,
             2.0 * macs / fwd / 1e9,
+            dx * 1e3,
+            dw * 1e3,
             fwd_bwd * 1e3,
             6.0 * macs / fwd_bwd / 1e9
         );

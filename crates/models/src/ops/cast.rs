@@ -94,6 +94,13 @@ pub(crate) fn round_to_bf16(x: f32) -> u16 {
     select_unpredictable(x.is_nan(), quiet_nan, rounded) as u16
 }
 
+/// `lo` and `hi` rounded to `bf16` ([`round_to_bf16`]) as one `u32`, `lo` in the low half: the
+/// pair of `k` values one lane of `vdpbf16ps` multiplies.
+#[inline(always)]
+pub(crate) fn bf16_pair(lo: f32, hi: f32) -> u32 {
+    u32::from(round_to_bf16(lo)) | u32::from(round_to_bf16(hi)) << 16
+}
+
 /// `f` of every element of `src`, rayon over blocks of [`BLOCK`]; the collect writes the output
 /// once, never zeroed first (a zeroed buffer's memset was a third of the cast's time).
 fn map_blocks<A: Copy + Sync, B: Send>(src: &[A], f: impl Fn(A) -> B + Sync) -> Vec<B> {

@@ -15,7 +15,7 @@ use super::Real;
 
 mod bf16;
 pub(crate) use bf16::{
-    available as bf16_available, matmul_bf16, window_tile, window_tile_is_fastest, Windows,
+    available as bf16_available, matmul_bf16, window_product, window_tile_is_fastest, Windows,
     WINDOW_TILE,
 };
 

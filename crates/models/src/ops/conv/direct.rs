@@ -6,15 +6,15 @@
 //! its channel pairs interleaved (`(H + 2p, W + 2p, C / 2)` of `u32`, a pair of `bf16` each,
 //! 123 KB at that layer): under kernel tap `(i, j)` the `C / 2` pairs an output position reads
 //! are then consecutive, at a fixed offset from the position's own window origin. The
-//! micro-kernel ([`window_tile`]) reads its `A` rows, 8 output positions, straight from there;
-//! its `B` panels are the weights, packed once per call with `k` ordered as (tap, channel
-//! pair). Each tile, 8 positions by 48 output channels, sums all of `k` in registers and is
+//! micro-kernel ([`window_product`]) reads its `A` rows, 6 output positions, straight from
+//! there; its `B` panels are the weights, packed once per call with `k` ordered as (tap, channel
+//! pair). Each tile, 6 positions by 64 output channels, sums all of `k` in registers and is
 //! written once: straight into the output planes, or, where an image's tiles are split between
 //! threads, into a position-major buffer transposed after.
 //!
 //! For `f32` inputs with an even number of channels (at least [`MIN_CHANNELS`]: a 3-channel
 //! image would pad a quarter of its pairs), one group, output channels filling most of their
-//! 48-wide panels, calls of at least [`MIN_MACS`] multiply-adds, on a CPU with AVX-512 BF16 but
+//! 64-wide panels, calls of at least [`MIN_MACS`] multiply-adds, on a CPU with AVX-512 BF16 but
 //! no AMX (where AMX multiplies im2col's packed panels; the two were not timed against each
 //! other); the other convolutions take im2col. The input gradient of a unit-stride convolution
 //! is itself such a convolution (of the output gradient, with the kernels flipped) and runs
@@ -23,9 +23,9 @@ use candle_core::Result;
 use rayon::prelude::*;
 
 use super::{Algorithm, Conv2d, Dims, Products};
-use crate::ops::cast::round_to_bf16;
+use crate::ops::cast::bf16_pair;
 use crate::ops::matmul::{
-    bf16_available, window_tile, window_tile_is_fastest, Windows, WINDOW_TILE,
+    bf16_available, window_product, window_tile_is_fastest, Windows, WINDOW_TILE,
 };
 
 /// Fewest input channels for which the implicit GEMM runs.
@@ -44,8 +44,9 @@ const NR: usize = WINDOW_TILE.1;
 impl Conv2d {
     /// Whether the forward pass of `d` runs as the implicit GEMM.
     pub(super) fn direct(&self, d: &Dims) -> bool {
-        // At most a fifth of the last panel's lanes idle: AlexNet's 5x5 input gradient (64
-        // channels out, two panels of 48) took 37.2 against im2col's 29.6 ms at batch 32.
+        // At most a fifth of the last panel's lanes idle: with 48-wide panels AlexNet's 5x5
+        // input gradient (64 channels out, two panels) took 37.2 against im2col's 29.6 ms at
+        // batch 32; with 64-wide ones it is one whole panel.
         let lanes = d.c_out.div_ceil(NR) * NR;
         let worth_it = match self.algorithm {
             Algorithm::Auto => {
@@ -130,19 +131,35 @@ impl Conv2d {
             src.clear();
             src.resize(hp * wp * cp, 0);
         }
-        src.par_chunks_mut(wp * cp)
-            .skip(p)
-            .take(d.h)
-            .enumerate()
-            .for_each(|(h, row)| {
-                for (w, px) in row[p * cp..].chunks_exact_mut(cp).take(d.w).enumerate() {
-                    let at = h * d.w + w;
-                    for (q, v) in px.iter_mut().enumerate() {
-                        let (lo, hi) = (x[2 * q * plane + at], x[(2 * q + 1) * plane + at]);
-                        *v = u32::from(round_to_bf16(lo)) | u32::from(round_to_bf16(hi)) << 16;
+        // Plane pair by plane pair: two long sequential reads the prefetcher follows, each
+        // pixel's pair written `cp` apart (gathering a pixel's channels a plane apart missed on
+        // its loads: 12-19% of the call; this takes about a third of that). Split by rows of
+        // the copy where the image's tiles are split between threads.
+        let fill = |(h, row): (usize, &mut [u32])| {
+            let row = &mut row[p * cp..][..(d.w - 1) * cp + cp];
+            for q in 0..cp {
+                let lo = &x[2 * q * plane + h * d.w..][..d.w];
+                let hi = &x[(2 * q + 1) * plane + h * d.w..][..d.w];
+                for ((v, &a), &b) in row[q..].iter_mut().step_by(cp).zip(lo).zip(hi) {
+                    *v = bf16_pair(a, b);
+                }
+            }
+        };
+        if parallel {
+            let rows = src.par_chunks_mut(wp * cp).skip(p).take(d.h);
+            rows.enumerate().for_each(fill);
+        } else {
+            for q in 0..cp {
+                let lo = &x[2 * q * plane..][..plane];
+                let hi = &x[(2 * q + 1) * plane..][..plane];
+                for (h, (lo, hi)) in lo.chunks_exact(d.w).zip(hi.chunks_exact(d.w)).enumerate() {
+                    let row = &mut src[((h + p) * wp + p) * cp + q..][..(d.w - 1) * cp + 1];
+                    for ((v, &a), &b) in row.iter_mut().step_by(cp).zip(lo).zip(hi) {
+                        *v = bf16_pair(a, b);
                     }
                 }
-            });
+            }
+        }
         let src = &scratch.src;
         let taps: Vec<usize> = (0..self.kh * self.kw)
             .map(|t| ((t / self.kw) * wp + t % self.kw) * cp)
@@ -164,7 +181,7 @@ impl Conv2d {
             };
             let mut tile = [0.0f32; MR * NR];
             for (q, panel) in weights.panels().enumerate() {
-                window_tile(&windows, panel, &mut tile)
+                window_product(&windows, panel, &mut tile, NR, (MR, NR), true)
                     .expect("`Conv2d::direct` runs only where the bf16 kernel is available");
                 store(q, valid, &tile);
             }
@@ -235,7 +252,7 @@ struct Scratch {
 }
 
 /// The weights `(Cout, C, kh, kw)` as the kernel's `B` panels: panel `q` holds output channels
-/// `48q..48q + 48` (zeros past `Cout`), and its pair `t * C/2 + c` holds channels `2c, 2c + 1`
+/// `64q..64q + 64` (zeros past `Cout`), and its pair `t * C/2 + c` holds channels `2c, 2c + 1`
 /// under tap `t = i * kw + j`, one `u32` per output channel.
 struct PackedWeights {
     data: Vec<u32>,
@@ -260,7 +277,7 @@ impl PackedWeights {
                     for (lane, v) in row.iter_mut().enumerate() {
                         let at = lane * c * taps + 2 * pair * taps + t;
                         let (lo, hi) = (w[at], w[at + taps]);
-                        *v = u32::from(round_to_bf16(lo)) | u32::from(round_to_bf16(hi)) << 16;
+                        *v = bf16_pair(lo, hi);
                     }
                 }
             }

@@ -24,7 +24,7 @@ use candle_core::Result;
 use rayon::prelude::*;
 
 use super::{check_product, matmul, Mat};
-use crate::ops::cast::round_to_bf16;
+use crate::ops::cast::{bf16_pair, round_to_bf16};
 
 /// Rows of the AVX-512 micro-tile.
 const MR: usize = 8;
@@ -378,7 +378,7 @@ impl Operand<'_> {
             k_len,
         } = *self;
         let width = dst.len() / pairs;
-        let pair = |x: f32, y: f32| u32::from(round_to_bf16(x)) | u32::from(round_to_bf16(y)) << 16;
+        let pair = bf16_pair;
         // Pairs with both halves inside the operand: the fast paths below pack these, the
         // element-wise loop at the end the rest (a last odd `k`, half zero, or all of them).
         let whole = ((k_len - p0) / 2).min(pairs);
@@ -480,41 +480,57 @@ impl Operand<'_> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn kernel(a: &Windows<'_>, b: &[u32], out: Out<'_>) {
+    // SAFETY: as this function's.
+    unsafe { shaped_kernel::<MR, 3>(a, b, out) }
+}
+
+/// [`kernel`] for an `R x 16V` tile: `R` rows of `a`, `V` vectors of `b`'s lanes (`b` holds
+/// `16V` lanes per pair).
+///
+/// # Safety
+/// The CPU must have avx512f and avx512bf16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn shaped_kernel<const R: usize, const V: usize>(
+    a: &Windows<'_, R>,
+    b: &[u32],
+    out: Out<'_>,
+) {
     use std::arch::x86_64::*;
+    let lanes = 16 * V;
     let reach = a.taps.iter().max().map_or(0, |t| t + a.tap_pairs);
     assert!(a.origins.iter().all(|&o| o + reach <= a.src.len()));
-    assert!(b.len() >= a.taps.len() * a.tap_pairs * NR);
-    assert!(out.rows <= MR && out.cols <= NR);
+    assert!(b.len() >= a.taps.len() * a.tap_pairs * lanes);
+    assert!(out.rows <= R && out.cols <= lanes);
     assert!(out.rows == 0 || out.c.len() >= (out.rows - 1) * out.rs + out.cols);
-    let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
     let mut bp = b.as_ptr();
     for &tap in a.taps {
         // SAFETY: the assertions above keep every read inside `a.src` and `b`; `bp` walks `b`
         // pair by pair; unaligned loads. A `u32` pair of bf16 and a 16-lane vector of them are
         // the same bits as `__m512bh`.
         unsafe {
-            let rows: [*const u32; MR] =
+            let rows: [*const u32; R] =
                 std::array::from_fn(|i| a.src.as_ptr().add(a.origins[i] + tap));
             for p in 0..a.tap_pairs {
-                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.cast()));
-                let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(16).cast()));
-                let b2: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(32).cast()));
+                let bv: [__m512bh; V] = std::array::from_fn(|v| {
+                    std::mem::transmute(_mm512_loadu_si512(bp.add(16 * v).cast()))
+                });
                 for (row, acc) in rows.iter().zip(acc.iter_mut()) {
                     let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(*row.add(p) as i32));
-                    acc[0] = _mm512_dpbf16_ps(acc[0], ai, b0);
-                    acc[1] = _mm512_dpbf16_ps(acc[1], ai, b1);
-                    acc[2] = _mm512_dpbf16_ps(acc[2], ai, b2);
+                    for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                        *acc = _mm512_dpbf16_ps(*acc, ai, bv);
+                    }
                 }
-                bp = bp.add(NR);
+                bp = bp.add(lanes);
             }
         }
     }
-    // Lanes of each of the three vectors inside `cols`.
-    let mask = |v: usize| -> __mmask16 {
+    // Lanes of each vector inside `cols`.
+    let masks: [__mmask16; V] = std::array::from_fn(|v| {
         let live = out.cols.saturating_sub(16 * v).min(16);
         ((1u32 << live) - 1) as __mmask16
-    };
-    let masks = [mask(0), mask(1), mask(2)];
+    });
     for (r, acc) in acc.iter().take(out.rows).enumerate() {
         // SAFETY: row `r < rows` starts at `r * rs`, and the assertion above keeps its first
         // `cols` entries inside `c`; a vector with any lane inside `cols` starts inside it, and
@@ -543,9 +559,9 @@ unsafe fn kernel(a: &Windows<'_>, b: &[u32], out: Out<'_>) {
 /// pairs are the input's channel pairs under each kernel tap. Pair `t * tap_pairs + p` of tile
 /// row `i` is `src[origins[i] + taps[t] + p]`: each position's window starts at its origin in
 /// the channel-pair-interleaved input, each tap at a fixed offset from it.
-pub(crate) struct Windows<'a> {
+pub(crate) struct Windows<'a, const R: usize = MR> {
     pub(crate) src: &'a [u32],
-    pub(crate) origins: [usize; MR],
+    pub(crate) origins: [usize; R],
     pub(crate) taps: &'a [usize],
     pub(crate) tap_pairs: usize,
 }
@@ -563,37 +579,60 @@ impl<'a> Windows<'a> {
     }
 }
 
-/// Whether [`window_tile`]'s AVX-512 kernel is also this CPU's fastest `bf16` kernel: not where
+/// Whether [`window_product`]'s AVX-512 kernel is also this CPU's fastest `bf16` kernel: not where
 /// AMX runs the packed products (its implicit GEMM is timed only on a CPU without AMX).
 pub(crate) fn window_tile_is_fastest() -> bool {
     Kernel::best() == Some(Kernel::Avx512)
 }
 
-/// Rows and columns of the tile [`window_tile`] computes.
-pub(crate) const WINDOW_TILE: (usize, usize) = (MR, NR);
+/// Rows of the tile [`window_product`] computes.
+const WINDOW_ROWS: usize = 6;
+/// Its 16-lane vectors: 64 columns, a whole number of panels for every channel count of
+/// AlexNet (64, 192, 256, 384), where 48 left a third of the last panel idle at 256 and two
+/// thirds of the second at 64.
+const WINDOW_VECTORS: usize = 4;
+
+/// Rows and columns of the tile [`window_product`] computes.
+pub(crate) const WINDOW_TILE: (usize, usize) = (WINDOW_ROWS, 16 * WINDOW_VECTORS);
 
 /// The `MR x NR` tile of `a`'s rows times the packed `B` panel `b` (`NR` lanes for each of `a`'s
-/// `taps.len() * tap_pairs` pairs), into the row-major `tile`. `None` where the CPU lacks
+/// `taps.len() * tap_pairs` pairs): its `rows x cols` top-left corner stored into `c` (row
+/// stride `rs`), replacing C where `overwrite`, else added to it. `None` where the CPU lacks
 /// AVX-512 BF16 (check [`available`] first).
-pub(crate) fn window_tile(a: &Windows<'_>, b: &[u32], tile: &mut [f32; MR * NR]) -> Option<()> {
+///
+/// # Panics
+/// If `a` reads past its source, `b` is short, `rows > MR`, `cols > NR` or `c` is short.
+pub(crate) fn window_product(
+    a: &Windows<'_, WINDOW_ROWS>,
+    b: &[u32],
+    c: &mut [f32],
+    rs: usize,
+    (rows, cols): (usize, usize),
+    overwrite: bool,
+) -> Option<()> {
     if !available() {
         return None;
     }
     let out = Out {
-        c: tile,
-        rs: NR,
-        rows: MR,
-        cols: NR,
-        overwrite: true,
+        c,
+        rs,
+        rows,
+        cols,
+        overwrite,
     };
     // SAFETY: `available()` found avx512f and avx512bf16; the kernel checks every read and write.
-    unsafe { kernel(a, b, out) };
+    unsafe { shaped_kernel::<WINDOW_ROWS, WINDOW_VECTORS>(a, b, out) };
     Some(())
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn kernel(_: &Windows<'_>, _: &[u32], _: Out<'_>) {
     unreachable!("matmul_bf16 checks `available()` first")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn shaped_kernel<const R: usize, const V: usize>(_: &Windows<'_, R>, _: &[u32], _: Out<'_>) {
+    unreachable!("window_product checks `available()` first")
 }
 
 #[cfg(test)]
