@@ -44,6 +44,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 mod direct;
+mod direct_weight;
 mod winograd;
 
 use super::bias_relu::bias_grads;
@@ -74,20 +75,21 @@ pub struct Conv2d {
 }
 
 /// How [`Conv2d`] computes a convolution that Winograd's F(2x2, 3x3) can compute (a 3x3 kernel
-/// at stride 1 with exact products), or whose forward pass the implicit GEMM of `bf16` products
-/// can (see [`direct`]); every other one is im2col + GEMM.
+/// at stride 1 with exact products), or whose passes the implicit GEMMs of `bf16` products can
+/// (the forward pass, and at unit stride both gradients: see [`direct`] and [`direct_weight`]);
+/// every other one is im2col + GEMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Algorithm {
     /// F(2x2, 3x3) where a call has at least [`WINOGRAD_MIN_TILES`] output tiles; the implicit
     /// GEMM where it has at least [`DIRECT_MIN_MACS`] multiply-adds and its output channels fill
-    /// most of the kernel's 48-wide panels; else im2col.
+    /// most of the kernel's 64-wide panels; else im2col.
     #[default]
     Auto,
     /// im2col + GEMM.
     Im2col,
     /// F(2x2, 3x3) whatever the size.
     Winograd,
-    /// The implicit GEMM's forward pass whatever the size.
+    /// The implicit GEMMs whatever the size (where they apply).
     Direct,
 }
 
@@ -889,6 +891,13 @@ impl CustomOp2 for Conv2dBackwardWeight {
         let w = Shape::from((c_out, c_in / c.groups, c.kh, c.kw));
         let d = c.dims(l1.shape(), &w)?;
         check_grad(l1.shape(), &d, l2, "conv2d backward (weight)")?;
+        if let (CpuStorage::F32(_), CpuStorage::F32(_)) = (s1, s2) {
+            if c.direct_grad_weight(&d) {
+                let xs = contiguous_slice::<f32>(s1, l1, "conv2d backward (weight)")?;
+                let g = contiguous_slice::<f32>(s2, l2, "conv2d backward (weight)")?;
+                return Ok((f32::to_storage(c.direct_grad_weight_run(xs, g, &d)), w));
+            }
+        }
         let out = dispatch2!("conv2d backward (weight)", s1, l1, s2, l2, |xs, g| {
             c.grad_weight_typed(xs, g, &d)?
         });

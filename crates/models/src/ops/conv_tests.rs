@@ -442,10 +442,12 @@ fn bf16_products_match_stock_on_rounded_values() -> Result<()> {
         (case(5, 6, (7, 5), 33, (3, 3), 2, 1, 1), 6 * 9 * 12 * 2),
         // The implicit GEMM's (16 or more channels, even): an odd batch split between threads,
         // no padding, odd sides, a partial panel of output channels; padding beyond the
-        // kernel's reach (windows of zeros only); a 1x1 kernel at stride 2.
+        // kernel's reach (windows of zeros only); a 1x1 kernel at stride 2; enough output rows
+        // for the weight gradient's `k` to take several blocks.
         (case(5, 18, (6, 9), 50, (3, 3), 1, 0, 1), COL_BUDGET),
         (case(1, 16, (3, 4), 20, (3, 3), 1, 3, 1), COL_BUDGET),
         (case(3, 32, (8, 8), 96, (1, 1), 2, 0, 1), COL_BUDGET),
+        (case(4, 16, (20, 19), 70, (3, 3), 1, 1, 1), COL_BUDGET),
     ] {
         let x = Var::from_tensor(&uniform(&[c.b, c.c_in, c.h, c.w], 20, DType::F32)?)?;
         let w = Var::from_tensor(&uniform(

@@ -1,4 +1,5 @@
-//! The forward pass with `bf16` products as an implicit GEMM: no column matrix.
+//! The forward pass (and the unit-stride input gradient) with `bf16` products as an implicit
+//! GEMM: no column matrix.
 //!
 //! im2col writes every input value `kh * kw` times into an `f32` column matrix (4.7 MB an image
 //! at AlexNet's 5x5 layer, more than a core's L2), which the `bf16` GEMM then reads again to
@@ -18,7 +19,8 @@
 //! no AMX (where AMX multiplies im2col's packed panels; the two were not timed against each
 //! other); the other convolutions take im2col. The input gradient of a unit-stride convolution
 //! is itself such a convolution (of the output gradient, with the kernels flipped) and runs
-//! here too; the weight gradient keeps im2col.
+//! here too; the weight gradient of a unit-stride convolution has its own implicit GEMM
+//! ([`super::direct_weight`]).
 use candle_core::Result;
 use rayon::prelude::*;
 
@@ -38,31 +40,33 @@ pub const MIN_CHANNELS: usize = 16;
 /// GEMM took 11.5 against 15.4 ms (5x5) and 6.5-9.8 against 6.6-11.2 ms (3x3).
 pub const MIN_MACS: usize = 1 << 30;
 
-const MR: usize = WINDOW_TILE.0;
-const NR: usize = WINDOW_TILE.1;
+pub(super) const MR: usize = WINDOW_TILE.0;
+pub(super) const NR: usize = WINDOW_TILE.1;
 
 impl Conv2d {
     /// Whether the forward pass of `d` runs as the implicit GEMM.
     pub(super) fn direct(&self, d: &Dims) -> bool {
+        self.implicit(d, d.c_out) && d.c >= MIN_CHANNELS && d.c.is_multiple_of(2)
+    }
+
+    /// Whether an implicit GEMM of `d`'s multiply-adds with `lanes` channels across its `B`
+    /// panels runs: forced by [`Algorithm::Direct`], or under [`Algorithm::Auto`] for large
+    /// calls whose panels are nearly full; `bf16` products, one group, AVX-512 BF16.
+    pub(super) fn implicit(&self, d: &Dims, lanes: usize) -> bool {
         // At most a fifth of the last panel's lanes idle: with 48-wide panels AlexNet's 5x5
         // input gradient (64 channels out, two panels) took 37.2 against im2col's 29.6 ms at
         // batch 32; with 64-wide ones it is one whole panel.
-        let lanes = d.c_out.div_ceil(NR) * NR;
+        let padded = lanes.div_ceil(NR) * NR;
         let worth_it = match self.algorithm {
             Algorithm::Auto => {
                 d.b * d.l() * d.c_out * d.c * self.kh * self.kw >= MIN_MACS
-                    && 4 * lanes <= 5 * d.c_out
+                    && 4 * padded <= 5 * lanes
                     && window_tile_is_fastest()
             }
             Algorithm::Direct => true,
             Algorithm::Im2col | Algorithm::Winograd => false,
         };
-        worth_it
-            && self.products == Products::Bf16
-            && self.groups == 1
-            && d.c >= MIN_CHANNELS
-            && d.c.is_multiple_of(2)
-            && bf16_available()
+        worth_it && self.products == Products::Bf16 && self.groups == 1 && bf16_available()
     }
 
     /// The convolution whose forward pass is this one's input gradient, and its sizes, where

@@ -1,0 +1,180 @@
+//! The weight gradient with `bf16` products as an implicit GEMM: no column matrix.
+//!
+//! `dW^T (C * kh * kw, Cout)` sums, over images and output positions, the input under each
+//! kernel tap times the output gradient: a product whose `k` runs over output positions. im2col
+//! writes that input out as an `f32` column matrix (37 MB at batch 32 for AlexNet's 192-channel
+//! 3x3 layer) which the `bf16` GEMM then reads again to round and pack. Here `k` pairs are
+//! instead pairs of neighbouring positions in an output row, `(2m, 2m + 1)`, and each image is
+//! rounded once into two copies of its zero-bordered channels with neighbouring columns paired,
+//! `(x[w], x[w + 1])` at even `w` and at odd `w` (the two phases): under tap `(i, j)` the pairs
+//! of one output row are then consecutive in phase `j % 2`, row `oh + i`, from column `j / 2`.
+//! The micro-kernel ([`window_product`]) reads its `A` rows, six `(channel, tap)` rows of `dW^T`,
+//! straight from there, one run of pairs per output row of every image; its `B` panels are the
+//! output gradient, transposed and paired once per call (64 output channels a panel, an odd
+//! row's last pair half zero). `k` is summed in blocks that keep `B` in L2; each thread owns a
+//! contiguous share of `dW^T`'s rows.
+//!
+//! For unit stride only (a stride would split the pairs' columns); the conditions on the
+//! product are the forward pass's ([`Conv2d::implicit`]), with the output channels across the
+//! panels. Input channels need no pairing here: any number runs.
+use rayon::prelude::*;
+
+use super::direct::{MR, NR};
+use super::{Conv2d, Dims};
+use crate::ops::cast::bf16_pair;
+use crate::ops::matmul::{window_product, Windows};
+
+/// `k` pairs per block: `B`'s slice of every panel (at most 64 KiB each) stays in L2 while a
+/// thread's rows of tiles run through it (128 to 1024 timed the same within noise).
+const BLOCK_PAIRS: usize = 256;
+
+impl Conv2d {
+    /// Whether the weight gradient of `d` runs as the implicit GEMM.
+    pub(super) fn direct_grad_weight(&self, d: &Dims) -> bool {
+        self.stride == 1 && self.implicit(d, d.c_out)
+    }
+
+    /// The weight gradient `(Cout, C, kh, kw)` of `d` (which [`Self::direct_grad_weight`]
+    /// accepts) for the input `xs (B, C, H, W)` and the output gradient `grad (B, Cout, Ho, Wo)`.
+    pub(super) fn direct_grad_weight_run(&self, xs: &[f32], grad: &[f32], d: &Dims) -> Vec<f32> {
+        let (kh, kw) = (self.kh, self.kw);
+        let kk = kh * kw;
+        let wq = d.wo.div_ceil(2);
+        let pairs = PairImages::new(xs, d, self.padding, (kw - 1) / 2 + wq);
+        let grads = PackedGrad::new(grad, d, wq);
+        // One run of `wq` pairs per output row `oh` of image `b`.
+        let pairs_ref = &pairs;
+        let runs: Vec<usize> = (0..d.b)
+            .flat_map(|b| (0..d.ho).map(move |oh| pairs_ref.at(b, 0, 0, oh)))
+            .collect();
+        // Row `(c, i, j)` of dW^T reads phase `j % 2` of channel `c` from row `i`, column `j / 2`.
+        let origin = |row: usize| {
+            let (c, t) = (row / kk, row % kk);
+            pairs.at(0, (t % kw) % 2, c, t / kw) + (t % kw) / 2
+        };
+        let (m, n) = (d.c * kk, d.c_out);
+        let runs_per_block = (BLOCK_PAIRS / wq).max(1);
+        let threads = rayon::current_num_threads().max(1);
+        let tiles_per_part = m.div_ceil(MR).div_ceil(threads);
+        let mut dwt = vec![0.0f32; m * n];
+        dwt.par_chunks_mut(tiles_per_part * MR * n)
+            .enumerate()
+            .for_each(|(part, c)| {
+                let first_row = part * tiles_per_part * MR;
+                let rows = c.len() / n;
+                for (kb, block) in runs.chunks(runs_per_block).enumerate() {
+                    let k0 = kb * runs_per_block * wq;
+                    for r0 in (0..rows).step_by(MR) {
+                        let valid = MR.min(rows - r0);
+                        // Rows past the last repeat it: computed, never stored.
+                        let windows = Windows {
+                            src: &pairs.data,
+                            origins: std::array::from_fn(|i| {
+                                origin(first_row + r0 + i.min(valid - 1))
+                            }),
+                            taps: block,
+                            tap_pairs: wq,
+                        };
+                        for (q, panel) in grads.panels().enumerate() {
+                            let b = &panel[k0 * NR..][..block.len() * wq * NR];
+                            let cols = NR.min(n - q * NR);
+                            let out = &mut c[r0 * n + q * NR..];
+                            window_product(&windows, b, out, n, (valid, cols), kb == 0).expect(
+                                "`Conv2d::direct_grad_weight` runs only where the bf16 kernel is \
+                                 available",
+                            );
+                        }
+                    }
+                }
+            });
+        let mut dw = vec![0.0f32; n * m];
+        dw.par_chunks_mut(m).enumerate().for_each(|(co, row)| {
+            for (r, v) in row.iter_mut().enumerate() {
+                *v = dwt[r * n + co];
+            }
+        });
+        dw
+    }
+}
+
+/// Every image's channels, zero-bordered, with neighbouring columns paired: phase `f` of row
+/// `h` holds `(x[h][2m + f], x[h][2m + f + 1])` at column `m` (bordered coordinates, zeros
+/// outside the image), `width` pairs a row.
+struct PairImages {
+    data: Vec<u32>,
+    /// Bordered rows per channel, pairs per row, channels.
+    hp: usize,
+    width: usize,
+    c: usize,
+}
+
+impl PairImages {
+    fn new(xs: &[f32], d: &Dims, padding: usize, width: usize) -> Self {
+        let (hp, wp) = (d.h + 2 * padding, d.w + 2 * padding);
+        let plane = hp * width;
+        let mut data = vec![0u32; d.b * 2 * d.c * plane];
+        // A bordered input row, long enough for the last pair of either phase.
+        let row_len = wp.max(2 * width + 1);
+        data.par_chunks_mut(plane).enumerate().for_each_init(
+            || vec![0.0f32; row_len],
+            |row, (at, dst)| {
+                let (b, f, c) = (at / (2 * d.c), at / d.c % 2, at % d.c);
+                let x = &xs[(b * d.c + c) * d.h * d.w..][..d.h * d.w];
+                for (h, src) in x.chunks_exact(d.w).enumerate() {
+                    row[padding..][..d.w].copy_from_slice(src);
+                    let out = &mut dst[(h + padding) * width..][..width];
+                    for (m, v) in out.iter_mut().enumerate() {
+                        *v = bf16_pair(row[2 * m + f], row[2 * m + f + 1]);
+                    }
+                }
+            },
+        );
+        Self {
+            data,
+            hp,
+            width,
+            c: d.c,
+        }
+    }
+
+    /// Where image `b`'s phase `f` of channel `c` has its bordered row `h`.
+    fn at(&self, b: usize, f: usize, c: usize, h: usize) -> usize {
+        (((b * 2 + f) * self.c + c) * self.hp + h) * self.width
+    }
+}
+
+/// The output gradient `(B, Cout, Ho, Wo)` as the kernel's `B` panels: panel `q` holds output
+/// channels `64q..64q + 64` (zeros past `Cout`), and its pair `(b * Ho + oh) * wq + m` holds
+/// positions `(oh, 2m)` and `(oh, 2m + 1)` of image `b` (zero past the row's end).
+struct PackedGrad {
+    data: Vec<u32>,
+    panel: usize,
+}
+
+impl PackedGrad {
+    fn new(grad: &[f32], d: &Dims, wq: usize) -> Self {
+        let (l, wo) = (d.l(), d.wo);
+        let panel = d.b * d.ho * wq * NR;
+        let mut data = vec![0u32; d.c_out.div_ceil(NR) * panel];
+        data.par_chunks_mut(panel).enumerate().for_each(|(q, dst)| {
+            let lanes = NR.min(d.c_out - q * NR);
+            for b in 0..d.b {
+                for lane in 0..lanes {
+                    let g = &grad[(b * d.c_out + q * NR + lane) * l..][..l];
+                    for (oh, row) in g.chunks_exact(wo).enumerate() {
+                        let first = (b * d.ho + oh) * wq;
+                        for m in 0..wq {
+                            let hi = row.get(2 * m + 1).copied().unwrap_or(0.0);
+                            dst[(first + m) * NR + lane] = bf16_pair(row[2 * m], hi);
+                        }
+                    }
+                }
+            }
+        });
+        Self { data, panel }
+    }
+
+    fn panels(&self) -> std::slice::ChunksExact<'_, u32> {
+        self.data.chunks_exact(self.panel)
+    }
+}
