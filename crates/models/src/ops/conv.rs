@@ -76,8 +76,8 @@ pub struct Conv2d {
 
 /// How [`Conv2d`] computes a convolution that Winograd's F(2x2, 3x3) can compute (a 3x3 kernel
 /// at stride 1 with exact products), or whose passes the implicit GEMMs of `bf16` products can
-/// (the forward pass, and at unit stride both gradients: see [`direct`] and [`direct_weight`]);
-/// every other one is im2col + GEMM.
+/// (the forward pass and the weight gradient, and at unit stride the input gradient: see
+/// [`direct`] and [`direct_weight`]); every other one is im2col + GEMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Algorithm {
     /// F(2x2, 3x3) where a call has at least [`WINOGRAD_MIN_TILES`] output tiles; the implicit

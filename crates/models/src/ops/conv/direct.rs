@@ -19,7 +19,7 @@
 //! no AMX (where AMX multiplies im2col's packed panels; the two were not timed against each
 //! other); the other convolutions take im2col. The input gradient of a unit-stride convolution
 //! is itself such a convolution (of the output gradient, with the kernels flipped) and runs
-//! here too; the weight gradient of a unit-stride convolution has its own implicit GEMM
+//! here too; the weight gradient has its own implicit GEMM
 //! ([`super::direct_weight`]).
 use candle_core::Result;
 use rayon::prelude::*;
