@@ -98,7 +98,13 @@ pub(crate) fn round_to_bf16(x: f32) -> u16 {
 /// pair of `k` values one lane of `vdpbf16ps` multiplies.
 #[inline(always)]
 pub(crate) fn bf16_pair(lo: f32, hi: f32) -> u32 {
-    u32::from(round_to_bf16(lo)) | u32::from(round_to_bf16(hi)) << 16
+    bf16_bits_pair(round_to_bf16(lo), round_to_bf16(hi))
+}
+
+/// [`bf16_pair`] of two values already rounded (their `bf16` bits).
+#[inline(always)]
+pub(crate) fn bf16_bits_pair(lo: u16, hi: u16) -> u32 {
+    u32::from(lo) | u32::from(hi) << 16
 }
 
 /// `f` of every element of `src`, rayon over blocks of [`BLOCK`]; the collect writes the output

@@ -580,14 +580,23 @@ impl Conv2d {
             .chunks_exact_mut(cog * kk)
             .zip(dwt.chunks_exact(kk * cog))
         {
-            for (r, src) in dwt_g.chunks_exact(cog).enumerate() {
-                for (co, &v) in src.iter().enumerate() {
-                    dw_g[co * kk + r] = v;
-                }
-            }
+            transpose_into(dwt_g, kk, cog, dw_g);
         }
         Ok(dw)
     }
+}
+
+/// The first `rows` rows of the row-major `src` (`cols` each) transposed into `dst` (`cols` rows
+/// of `rows`), rayon over `dst`'s rows.
+fn transpose_into<T: Copy + Send + Sync>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    dst[..rows * cols]
+        .par_chunks_mut(rows)
+        .enumerate()
+        .for_each(|(c, out)| {
+            for (r, v) in out.iter_mut().enumerate() {
+                *v = src[r * cols + c];
+            }
+        });
 }
 
 /// The rows of `xs` (each `w` long) split into their `s` phases, each `w.div_ceil(s)` long

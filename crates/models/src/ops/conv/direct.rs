@@ -24,7 +24,7 @@
 use candle_core::Result;
 use rayon::prelude::*;
 
-use super::{Algorithm, Conv2d, Dims, Products};
+use super::{transpose_into, Algorithm, Conv2d, Dims, Products};
 use crate::ops::cast::bf16_pair;
 use crate::ops::matmul::{
     bf16_available, window_product, window_tile_is_fastest, Windows, WINDOW_TILE,
@@ -135,32 +135,32 @@ impl Conv2d {
             src.clear();
             src.resize(hp * wp * cp, 0);
         }
-        // Plane pair by plane pair: two long sequential reads the prefetcher follows, each
-        // pixel's pair written `cp` apart (gathering a pixel's channels a plane apart missed on
-        // its loads: 12-19% of the call; this takes about a third of that). Split by rows of
-        // the copy where the image's tiles are split between threads.
-        let fill = |(h, row): (usize, &mut [u32])| {
-            let row = &mut row[p * cp..][..(d.w - 1) * cp + cp];
-            for q in 0..cp {
-                let lo = &x[2 * q * plane + h * d.w..][..d.w];
-                let hi = &x[(2 * q + 1) * plane + h * d.w..][..d.w];
-                for ((v, &a), &b) in row[q..].iter_mut().step_by(cp).zip(lo).zip(hi) {
-                    *v = bf16_pair(a, b);
-                }
+        // Channel pair `q` of input row `h` into its pixels' pairs, `cp` apart from `at`.
+        let put = |src: &mut [u32], at: usize, q: usize, h: usize| {
+            let (lo, hi) = (
+                &x[2 * q * plane + h * d.w..],
+                &x[(2 * q + 1) * plane + h * d.w..],
+            );
+            let row = src[at..].iter_mut().step_by(cp);
+            for ((v, &a), &b) in row.zip(&lo[..d.w]).zip(&hi[..d.w]) {
+                *v = bf16_pair(a, b);
             }
         };
         if parallel {
+            // Split by rows of the copy, as the image's tiles are split between threads.
             let rows = src.par_chunks_mut(wp * cp).skip(p).take(d.h);
-            rows.enumerate().for_each(fill);
+            rows.enumerate().for_each(|(h, row)| {
+                for q in 0..cp {
+                    put(row, p * cp + q, q, h);
+                }
+            });
         } else {
+            // Plane pair by plane pair: two long sequential reads the prefetcher follows
+            // (gathering a pixel's channels a plane apart missed on its loads: 12-19% of the
+            // call; this takes a third to two fifths of that).
             for q in 0..cp {
-                let lo = &x[2 * q * plane..][..plane];
-                let hi = &x[(2 * q + 1) * plane..][..plane];
-                for (h, (lo, hi)) in lo.chunks_exact(d.w).zip(hi.chunks_exact(d.w)).enumerate() {
-                    let row = &mut src[((h + p) * wp + p) * cp + q..][..(d.w - 1) * cp + 1];
-                    for ((v, &a), &b) in row.iter_mut().step_by(cp).zip(lo).zip(hi) {
-                        *v = bf16_pair(a, b);
-                    }
+                for h in 0..d.h {
+                    put(src, ((h + p) * wp + p) * cp + q, q, h);
                 }
             }
         }
@@ -205,12 +205,7 @@ impl Conv2d {
                         }
                     })
                 });
-            let yt = &scratch.yt;
-            y.par_chunks_mut(l).enumerate().for_each(|(co, y_ch)| {
-                for (pos, v) in y_ch.iter_mut().enumerate() {
-                    *v = yt[pos * c_out + co];
-                }
-            });
+            transpose_into(&scratch.yt, l, c_out, y);
         } else {
             // One thread: each tile's columns straight into their output planes.
             for r in 0..rows {

@@ -22,8 +22,8 @@
 use rayon::prelude::*;
 
 use super::direct::{MR, NR};
-use super::{Algorithm, Conv2d, Dims};
-use crate::ops::cast::round_to_bf16;
+use super::{transpose_into, Algorithm, Conv2d, Dims};
+use crate::ops::cast::{bf16_bits_pair, round_to_bf16};
 use crate::ops::matmul::{window_product, Windows};
 
 /// `k` pairs per block: `B`'s slice of every panel (at most 64 KiB each) stays in L2 while a
@@ -47,9 +47,8 @@ impl Conv2d {
         let pairs = PairImages::new(xs, d, self.padding, s, (kw - 1) / (2 * s) + wq);
         let grads = PackedGrad::new(grad, d, wq);
         // One run of `wq` pairs per output row `oh` of image `b`: bordered row `s * oh` on.
-        let pairs_ref = &pairs;
-        let runs: Vec<usize> = (0..d.b)
-            .flat_map(|b| (0..d.ho).map(move |oh| pairs_ref.at(b, 0, 0, s * oh)))
+        let runs: Vec<usize> = (0..d.b * d.ho)
+            .map(|r| pairs.at(r / d.ho, 0, 0, s * (r % d.ho)))
             .collect();
         // Row `(c, i, j)` of dW^T reads phase `j % 2s` of channel `c` from row `i`, column
         // `j / 2s`.
@@ -94,11 +93,7 @@ impl Conv2d {
                 }
             });
         let mut dw = vec![0.0f32; n * m];
-        dw.par_chunks_mut(m).enumerate().for_each(|(co, row)| {
-            for (r, v) in row.iter_mut().enumerate() {
-                *v = dwt[r * n + co];
-            }
-        });
+        transpose_into(&dwt, m, n, &mut dw);
         dw
     }
 }
@@ -139,7 +134,7 @@ impl PairImages {
                             let out = &mut phase[(h + padding) * width..][..width];
                             for (m, v) in out.iter_mut().enumerate() {
                                 let first = phases * m + f;
-                                *v = u32::from(row[first]) | u32::from(row[first + stride]) << 16;
+                                *v = bf16_bits_pair(row[first], row[first + stride]);
                             }
                         }
                     }
@@ -173,15 +168,14 @@ impl PackedGrad {
         let (l, wo) = (d.l(), d.wo);
         let panel = d.b * d.ho * wq * NR;
         let mut data = vec![0u32; d.c_out.div_ceil(NR) * panel];
-        // One task per image of each panel (a panel per task left one thread packing all of
-        // AlexNet's first layer, 64 channels).
+        // One task per image of each panel (a panel per task left a 64-channel layer's packing
+        // on one thread).
         let image = d.ho * wq * NR;
-        data.par_chunks_mut(image)
-            .enumerate()
-            .for_each(|(at, dst)| {
+        data.par_chunks_mut(image).enumerate().for_each_init(
+            || vec![0u16; l],
+            |rounded, (at, dst)| {
                 let (q, b) = (at / d.b, at % d.b);
                 let lanes = NR.min(d.c_out - q * NR);
-                let mut rounded = vec![0u16; l];
                 for lane in 0..lanes {
                     let g = &grad[(b * d.c_out + q * NR + lane) * l..][..l];
                     for (r, &v) in rounded.iter_mut().zip(g) {
@@ -190,12 +184,12 @@ impl PackedGrad {
                     for (oh, row) in rounded.chunks_exact(wo).enumerate() {
                         for m in 0..wq {
                             let hi = row.get(2 * m + 1).copied().unwrap_or(0);
-                            dst[(oh * wq + m) * NR + lane] =
-                                u32::from(row[2 * m]) | u32::from(hi) << 16;
+                            dst[(oh * wq + m) * NR + lane] = bf16_bits_pair(row[2 * m], hi);
                         }
                     }
                 }
-            });
+            },
+        );
         Self { data, panel }
     }
 

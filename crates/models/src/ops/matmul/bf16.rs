@@ -378,7 +378,6 @@ impl Operand<'_> {
             k_len,
         } = *self;
         let width = dst.len() / pairs;
-        let pair = bf16_pair;
         // Pairs with both halves inside the operand: the fast paths below pack these, the
         // element-wise loop at the end the rest (a last odd `k`, half zero, or all of them).
         let whole = ((k_len - p0) / 2).min(pairs);
@@ -388,7 +387,7 @@ impl Operand<'_> {
                 let run = &data[(first + l) * ls + p0..][..2 * whole];
                 let out = &mut dst[l * pairs..][..whole];
                 for (d, xy) in out.iter_mut().zip(run.chunks_exact(2)) {
-                    *d = pair(xy[0], xy[1]);
+                    *d = bf16_pair(xy[0], xy[1]);
                 }
             }
             whole
@@ -399,7 +398,7 @@ impl Operand<'_> {
                 let lo = &data[first + k * ks..][..live];
                 let hi = &data[first + (k + 1) * ks..][..live];
                 for ((d, &x), &y) in row.iter_mut().zip(lo).zip(hi) {
-                    *d = pair(x, y);
+                    *d = bf16_pair(x, y);
                 }
             }
             whole
@@ -416,7 +415,7 @@ impl Operand<'_> {
                     let lo = &data[first + k * ks..][..live];
                     let hi = &data[first + (k + 1) * ks..][..live];
                     for (b, (&x, &y)) in buf.iter_mut().zip(lo.iter().zip(hi)) {
-                        b[i] = pair(x, y);
+                        b[i] = bf16_pair(x, y);
                     }
                 }
                 for (l, b) in buf.iter().take(live).enumerate() {
@@ -433,7 +432,7 @@ impl Operand<'_> {
                 for (l, b) in buf.iter_mut().take(live).enumerate() {
                     let run = &data[(first + l) * ls + p0 + 2 * start..][..2 * n];
                     for (d, xy) in b.iter_mut().zip(run.chunks_exact(2)) {
-                        *d = pair(xy[0], xy[1]);
+                        *d = bf16_pair(xy[0], xy[1]);
                     }
                 }
                 for i in 0..n {
@@ -554,11 +553,12 @@ unsafe fn shaped_kernel<const R: usize, const V: usize>(
     }
 }
 
-/// An `A` operand read in place rather than packed: the implicit GEMM of a convolution
-/// ([`crate::ops::conv`]'s `bf16` forward), whose `A` rows are output positions and whose `k`
-/// pairs are the input's channel pairs under each kernel tap. Pair `t * tap_pairs + p` of tile
-/// row `i` is `src[origins[i] + taps[t] + p]`: each position's window starts at its origin in
-/// the channel-pair-interleaved input, each tap at a fixed offset from it.
+/// An `A` operand read in place rather than packed: the implicit GEMMs of a convolution
+/// ([`crate::ops::conv`]'s `bf16` passes). Pair `t * tap_pairs + p` of tile row `i` is
+/// `src[origins[i] + taps[t] + p]`: each row starts at its origin, each run of `tap_pairs` pairs
+/// at a fixed offset from it (in the forward pass the rows are output positions and the runs a
+/// kernel tap's channel pairs; in the weight gradient the rows are `(channel, tap)` and the runs
+/// output rows).
 pub(crate) struct Windows<'a, const R: usize = MR> {
     pub(crate) src: &'a [u32],
     pub(crate) origins: [usize; R],
@@ -595,13 +595,14 @@ const WINDOW_VECTORS: usize = 4;
 /// Rows and columns of the tile [`window_product`] computes.
 pub(crate) const WINDOW_TILE: (usize, usize) = (WINDOW_ROWS, 16 * WINDOW_VECTORS);
 
-/// The `MR x NR` tile of `a`'s rows times the packed `B` panel `b` (`NR` lanes for each of `a`'s
+/// The [`WINDOW_TILE`] of `a`'s rows times the packed `B` panel `b` (64 lanes for each of `a`'s
 /// `taps.len() * tap_pairs` pairs): its `rows x cols` top-left corner stored into `c` (row
 /// stride `rs`), replacing C where `overwrite`, else added to it. `None` where the CPU lacks
 /// AVX-512 BF16 (check [`available`] first).
 ///
 /// # Panics
-/// If `a` reads past its source, `b` is short, `rows > MR`, `cols > NR` or `c` is short.
+/// If `a` reads past its source, `b` is short, the corner is larger than the tile or `c` is
+/// short.
 pub(crate) fn window_product(
     a: &Windows<'_, WINDOW_ROWS>,
     b: &[u32],
