@@ -1,6 +1,6 @@
 //! zoo's AlexNet ops on the CPU at AlexNet's shapes: the fast custom ops (forward, and forward
-//! plus backward) against their stock-op `*_slow` references, the few-rows linear layer against
-//! Candle's matmul, and the attention descriptors, gates, batch norm and non-local core against
+//! plus backward) against their stock-op `*_slow` references, the linear layer against Candle's
+//! matmul (few rows for inference; a training batch with and without the gradient sink), and the attention descriptors, gates, batch norm and non-local core against
 //! the stock ops they replace; and the mixed-precision mode's `f32 <-> bf16` casts and weight
 //! rounding against Candle's `to_dtype`.
 use candle_core::{DType, Device, Result, Tensor, Var};
@@ -8,9 +8,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use zoo_models::ops::{
     attention_core, attention_core_slow, batch_norm, bias_relu, bias_relu_slow, channel_mean_max,
-    channel_mean_max_slow, channel_stats, gate_mul, linear, lrn, lrn_slow, max_pool2d,
+    channel_mean_max_slow, channel_stats, gate_mul, linear, linear_with, lrn, lrn_slow, max_pool2d,
     max_pool2d_slow, max_pool2d_t, param_in, spatial_mean_max, spatial_mean_max_slow, to_dtype,
-    FEW_ROWS,
+    GradSink, Products, FEW_ROWS,
 };
 
 /// Batch size of every benchmark input.
@@ -143,6 +143,49 @@ fn bench_linear(cr: &mut Criterion) -> Result<()> {
                 bn.iter(|| black_box(x.t().and_then(|xt| w.matmul(&xt))))
             });
         }
+    }
+    group.finish();
+    Ok(())
+}
+
+/// AlexNet's classifier layers at a training batch, forward plus backward (both gradients):
+/// Candle's matmul, zoo's linear op, the same with the weight gradient through a [`GradSink`],
+/// and the sink with the mixed-precision mode's `bf16` backward products.
+fn bench_linear_train(cr: &mut Criterion) -> Result<()> {
+    const TRAIN_BATCH: usize = 32;
+    let mut group = cr.benchmark_group("linear_train");
+    group.sample_size(10);
+    for (k, n) in LINEAR_SHAPES {
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.01, (n, k), &Device::Cpu)?)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1f32, (TRAIN_BATCH, k), &Device::Cpu)?)?;
+        let id = format!("b{TRAIN_BATCH}x{k}->{n}");
+        let sink = GradSink::new();
+        let step = |sink: Option<&std::sync::Arc<GradSink>>, products| -> Result<()> {
+            let y = linear_with(x.as_tensor(), w.as_tensor(), None, sink, products)?;
+            let mut grads = y.sum_all()?.backward()?;
+            if let Some(sink) = sink {
+                sink.drain_into(&mut grads)?;
+            }
+            black_box(grads);
+            Ok(())
+        };
+        let cases = [
+            ("zoo", None, Products::Exact),
+            ("zoo_sink", Some(&sink), Products::Exact),
+            ("zoo_sink_bf16", Some(&sink), Products::Bf16),
+        ];
+        for (name, sink, products) in cases {
+            step(sink, products)?;
+            group.bench_function(BenchmarkId::new(name, &id), |b| {
+                b.iter(|| step(sink, products))
+            });
+        }
+        group.bench_function(BenchmarkId::new("stock_matmul", &id), |b| {
+            b.iter(|| {
+                let y = x.as_tensor().matmul(&w.as_tensor().t()?)?;
+                y.sum_all()?.backward().map(black_box)
+            })
+        });
     }
     group.finish();
     Ok(())
@@ -302,6 +345,7 @@ fn ops(cr: &mut Criterion) {
         .and_then(|()| bench_lrn(cr))
         .and_then(|()| bench_bias_relu(cr))
         .and_then(|()| bench_linear(cr))
+        .and_then(|()| bench_linear_train(cr))
         .and_then(|()| bench_attention_ops(cr))
         .and_then(|()| bench_fused_blocks(cr))
         .and_then(|()| bench_bf16_casts(cr));

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use predicates::prelude::*;
 use zoo_card::Zoo;
 use zoo_models::init::{SeededRng, SeededVarMap};
-use zoo_models::ZooModel;
+use zoo_models::{Backprop, ZooModel};
 use zoo_tests::{formula_tensor, repo_root};
 use zoo_train::Optim;
 
@@ -28,7 +28,7 @@ fn logits_and_grads(
 ) -> candle_core::Result<(Tensor, Vec<Option<Tensor>>)> {
     let logits = model.forward_t(xs, true)?;
     let r = formula_tensor("r", logits.dims(), 1.0, DType::F32)?;
-    let grads = (&logits * &r)?.sum_all()?.backward()?;
+    let grads = model.backward(&(&logits * &r)?.sum_all()?)?;
     let per_var = vars
         .iter()
         .map(|(_, v)| grads.get(v.as_tensor()).cloned())
@@ -116,6 +116,68 @@ fn mixed_precision_tracks_f32_on_every_family() -> anyhow::Result<()> {
             assert_eq!(var.dtype(), DType::F32, "{id}: {name}");
         }
     }
+    Ok(())
+}
+
+/// With the gradient sink (the classifier's weight gradients past Candle's accumulation) every
+/// family gets the same logits and gradients as through Candle alone, in f32 and in bf16, at a
+/// batch of 2 (dot-product forward) and 5 (the GEMM).
+#[test]
+fn gradient_sink_gives_candles_gradients_on_every_family() -> anyhow::Result<()> {
+    let zoo = Zoo::open(repo_root().join("zoo"))?;
+    let ids = zoo
+        .card_ids()
+        .into_iter()
+        .filter(|id| id.starts_with("alexnet-cifar") || id == "alexnet");
+    for id in ids {
+        let card = zoo.resolve(&id)?;
+        let map = SeededVarMap::new(3);
+        for (compute, batch) in [(None, 2), (None, 5), (Some(DType::BF16), 5)] {
+            let build = |sink: bool| -> candle_core::Result<ZooModel> {
+                let vb = map.var_builder(DType::F32, &Device::Cpu);
+                let model = ZooModel::new(&card, vb, &SeededRng::new(4))?.compute_in(compute);
+                Ok(if sink {
+                    model.with_gradient_sink()
+                } else {
+                    model
+                })
+            };
+            let reference = build(false)?;
+            let vars = zoo_train::trainable(&map.sorted_vars());
+            let s = card.input.size;
+            let xs = formula_tensor("xs", &[batch, card.input.channels, s, s], 1.0, DType::F32)?;
+            let (want, want_grads) = logits_and_grads(reference, &vars, &xs)?;
+            let (got, got_grads) = logits_and_grads(build(true)?, &vars, &xs)?;
+            let what = format!("{id} {compute:?} batch {batch}");
+            let err = rel_l2(&got, &want)?;
+            assert!(err < 1e-6, "{what}: logits off by {err:.2e}");
+            for ((name, _), (g, w)) in vars.iter().zip(got_grads.iter().zip(&want_grads)) {
+                let (Some(g), Some(w)) = (g, w) else {
+                    panic!("{what}: {name} has no gradient")
+                };
+                let err = rel_l2(g, w)?;
+                assert!(err < 1e-5, "{what}: {name}'s gradient off by {err:.2e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// With the sink on, a plain `loss.backward()` misses the classifier's weight gradients: the
+/// next forward pass says so instead of training on without them.
+#[test]
+fn undrained_gradient_sink_is_an_error() -> anyhow::Result<()> {
+    let card = Zoo::open(repo_root().join("zoo"))?.resolve("alexnet-cifar")?;
+    let map = SeededVarMap::new(1);
+    let vb = map.var_builder(DType::F32, &Device::Cpu);
+    let model = ZooModel::new(&card, vb, &SeededRng::new(2))?.with_gradient_sink();
+    let xs = formula_tensor("xs", &[5, 3, 32, 32], 1.0, DType::F32)?;
+    let _ = model.forward_t(&xs, true)?.sum_all()?.backward()?;
+    let err = match model.forward_t(&xs, true) {
+        Ok(_) => panic!("the forward pass after an undrained backward must fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("Backprop::backward"), "{err}");
     Ok(())
 }
 

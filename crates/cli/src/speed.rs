@@ -56,7 +56,8 @@ pub fn speed(root: &Path, args: &SpeedArgs) -> Result<()> {
             vars.var_builder(DType::F32, &device),
             &SeededRng::new(0),
         )?
-        .compute_in(compute.dtype);
+        .compute_in(compute.dtype)
+        .with_gradient_sink();
         let mut row = |mode, t: zoo_report::Throughput| {
             if !args.json {
                 eprintln!("{id}: {mode} batch {}: {:.1} images/s", t.batch, t.median);

@@ -182,7 +182,7 @@ pub(crate) fn run_training(run: &TrainRun) -> Result<Vec<EpochMetrics>> {
                 vb_vars.var_builder(DType::F32, &build_device),
                 rng,
             )?;
-            Ok(model.compute_in(compute_dtype))
+            Ok(model.compute_in(compute_dtype).with_gradient_sink())
         },
     )?
     .quiet(run.quiet);

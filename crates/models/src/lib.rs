@@ -14,4 +14,4 @@ pub mod ops;
 pub mod weights;
 
 pub use describe::{describe, Cost, LayerRow};
-pub use model::{ParamNames, ZooModel};
+pub use model::{Backprop, ParamNames, ZooModel};

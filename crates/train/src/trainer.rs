@@ -27,11 +27,12 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, ModuleT, Tensor, Var, D};
+use candle_core::{DType, Tensor, Var, D};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use zoo_card::Recipe;
 use zoo_models::init::{SeededRng, SeededVarMap};
+use zoo_models::Backprop;
 
 use crate::checkpoint::{write_atomic, Checkpoint, TrainState};
 use crate::error::{Result, TrainError};
@@ -92,7 +93,7 @@ pub struct Trainer<M, F> {
 
 impl<M, F> Trainer<M, F>
 where
-    M: ModuleT,
+    M: Backprop,
     F: FnMut(&SeededRng) -> candle_core::Result<M>,
 {
     /// A trainer for `card` with `recipe` (overrides already applied), writing to `run_dir`.
@@ -299,7 +300,7 @@ where
                     loss: loss_value,
                 });
             }
-            let mut grads = loss.backward()?;
+            let mut grads = model.backward(&loss)?;
             if let Some(max_norm) = self.recipe.clip_grad_norm {
                 clip_grad_norm(&mut grads, &self.trainable, max_norm)?;
             }

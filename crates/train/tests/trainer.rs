@@ -8,6 +8,7 @@ use candle_nn::{BatchNorm, Linear};
 use zoo_card::{Augment, Optimizer, Recipe, Schedule};
 use zoo_models::init::{SeededRng, SeededVarMap};
 use zoo_models::layers::Dropout;
+use zoo_models::Backprop;
 use zoo_train::{Checkpoint, TrainError, TrainState, Trainer};
 
 /// linear -> batch norm -> relu -> seeded dropout -> linear: parameters, buffers and dropout.
@@ -17,6 +18,8 @@ struct Tiny {
     drop: Dropout,
     l2: Linear,
 }
+
+impl Backprop for Tiny {}
 
 impl ModuleT for Tiny {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {

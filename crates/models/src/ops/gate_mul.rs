@@ -11,7 +11,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::few_rows::dot;
+use super::linear::dot;
 use super::{contiguous_slice, in_f32_on_cpu, on_cpu_kernels, to_dtype, Real};
 
 /// `xs (B, C, H, W) * gate`, `gate` `(B, C, 1, 1)` or `(B, 1, H, W)`.

@@ -97,8 +97,8 @@ mod conv;
 mod conv_tests;
 #[cfg(feature = "cuda")]
 mod cuda;
-mod few_rows;
 mod gate_mul;
+mod linear;
 mod lrn;
 mod matmul;
 mod max_pool;
@@ -118,8 +118,8 @@ pub use conv::{
     Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dBiasRelu, COL_BUDGET, DIRECT_MIN_MACS,
     WINOGRAD_MIN_TILES,
 };
-pub use few_rows::{linear, MatMulWt, FEW_ROWS};
 pub use gate_mul::{gate_mul, GateGrad, GateMul};
+pub use linear::{linear, linear_with, CpuLinear, GradSink, FEW_ROWS};
 pub use lrn::{lrn, lrn_slow, Lrn, LrnBackward};
 pub use max_pool::{max_pool2d, max_pool2d_slow, max_pool2d_t, MaxPool2d, MaxPool2dBackward};
 pub use mean_max::{
