@@ -327,6 +327,10 @@ impl MaxPool2d {
     }
 
     fn fwd_typed<T: Real>(&self, xs: &[T], b: usize, c: usize, p: &Plane) -> Vec<T> {
+        if self.is_k3s2(p) {
+            // Faster than the general maxima-only path even with the argmaxes it drops.
+            return k3s2::fwd_argmax(xs, b * c, p).0;
+        }
         let (n_in, n_out) = (p.h * p.w, p.ho * p.wo);
         let mut out = vec![T::ZERO; b * c * n_out];
         out.par_chunks_mut(n_out)
@@ -337,6 +341,11 @@ impl MaxPool2d {
         out
     }
 
+    /// Whether [`k3s2`] pools `p`: 3x3 windows, stride 2, no padding, a non-empty output.
+    fn is_k3s2(&self, p: &Plane) -> bool {
+        (self.kernel, self.stride, self.padding) == (3, 2, 0) && p.ho > 0 && p.wo > 0
+    }
+
     fn fwd_argmax_typed<T: Real>(
         &self,
         xs: &[T],
@@ -344,6 +353,9 @@ impl MaxPool2d {
         c: usize,
         p: &Plane,
     ) -> (Vec<T>, Vec<u32>) {
+        if self.is_k3s2(p) {
+            return k3s2::fwd_argmax(xs, b * c, p);
+        }
         let (n_in, n_out) = (p.h * p.w, p.ho * p.wo);
         let mut out = vec![T::ZERO; b * c * n_out];
         let mut argmax = vec![0u32; b * c * n_out];
@@ -363,6 +375,147 @@ impl MaxPool2d {
             .zip(xs.par_chunks(n_in).zip(grad.par_chunks(n_out)))
             .for_each(|(dst, (src, g))| self.bwd_plane(src, g, dst, p));
         dx
+    }
+}
+
+/// AlexNet's pooling (3x3 windows, stride 2, no padding) with argmaxes, on whole chunks of
+/// planes at once: the general path's passes run along one row of a plane (27, 13 or 6
+/// outputs at AlexNet's sizes), too short to vectorise well. Here every window lies inside its
+/// plane, so after each row is split into its even and odd columns and the rows of each plane
+/// into even and odd rows, every pass is one long loop over a chunk's flat buffers at a
+/// constant offset: window column `dj` of output column `j` is even column `j + dj / 2` (or odd
+/// column `j`), and likewise for rows. The picks are the general path's: each row's first
+/// maximum (or last NaN), then the first such row (or last NaN row), which is PyTorch's
+/// row-major pick.
+mod k3s2 {
+    use rayon::prelude::*;
+
+    use super::{keep_max, Plane};
+    use crate::ops::Real;
+
+    /// Planes per rayon task: a chunk's buffers (about 4x its input) stay in L2.
+    const PLANES: usize = 8;
+
+    /// Per-thread buffers, each `planes * slots * len` (+ `len` of -inf slack for the offset
+    /// reads), laid out as `[row parity][plane][row / 2][column]`.
+    struct Scratch<T> {
+        even_cols: [Vec<T>; 2],
+        odd_cols: [Vec<T>; 2],
+        row_best: [Vec<T>; 2],
+        row_code: [Vec<u32>; 2],
+        best: Vec<T>,
+        code: Vec<u32>,
+    }
+
+    impl<T> Default for Scratch<T> {
+        fn default() -> Self {
+            Self {
+                even_cols: [Vec::new(), Vec::new()],
+                odd_cols: [Vec::new(), Vec::new()],
+                row_best: [Vec::new(), Vec::new()],
+                row_code: [Vec::new(), Vec::new()],
+                best: Vec::new(),
+                code: Vec::new(),
+            }
+        }
+    }
+
+    /// `(maxima, argmaxes)` of `planes` planes `p` (3x3 windows, stride 2, no padding).
+    pub(super) fn fwd_argmax<T: Real>(xs: &[T], planes: usize, p: &Plane) -> (Vec<T>, Vec<u32>) {
+        let (n_in, n_out) = (p.h * p.w, p.ho * p.wo);
+        let mut out = vec![T::ZERO; planes * n_out];
+        let mut argmax = vec![0u32; planes * n_out];
+        out.par_chunks_mut(PLANES * n_out)
+            .zip(argmax.par_chunks_mut(PLANES * n_out))
+            .zip(xs.par_chunks(PLANES * n_in))
+            .for_each_init(Scratch::default, |scratch, ((dst, ids), src)| {
+                chunk(src, dst, ids, p, scratch)
+            });
+        (out, argmax)
+    }
+
+    /// Resets `v` to `n` copies of `x`.
+    fn reset<V: Copy>(v: &mut Vec<V>, n: usize, x: V) {
+        v.clear();
+        v.resize(n, x);
+    }
+
+    fn chunk<T: Real>(src: &[T], dst: &mut [T], ids: &mut [u32], p: &Plane, s: &mut Scratch<T>) {
+        let planes = src.len() / (p.h * p.w);
+        // Row length in the buffers: wo + 1 even columns (column 2 wo lies inside the plane).
+        let len = p.wo + 1;
+        // Rows per parity and plane: ho + 1 even rows (row 2 ho lies inside the plane).
+        let slots = p.h.div_ceil(2);
+        let n = planes * slots * len;
+        for parity in 0..2 {
+            reset(&mut s.even_cols[parity], n + len, T::NEG_INF);
+            reset(&mut s.odd_cols[parity], n + len, T::NEG_INF);
+        }
+        // Columns split by parity, rows by parity.
+        for (plane, image) in src.chunks_exact(p.h * p.w).enumerate() {
+            for (i, row) in image.chunks_exact(p.w).enumerate() {
+                let at = (plane * slots + i / 2) * len;
+                let even = &mut s.even_cols[i % 2][at..at + len];
+                for (e, &x) in even.iter_mut().zip(row.iter().step_by(2)) {
+                    *e = x;
+                }
+                let odd = &mut s.odd_cols[i % 2][at..at + p.wo];
+                for (o, &x) in odd.iter_mut().zip(row[1..].iter().step_by(2)) {
+                    *o = x;
+                }
+            }
+        }
+        // Each row's windows: columns 2j, 2j + 1, 2j + 2 are even j, odd j, even j + 1.
+        for parity in 0..2 {
+            let (e, o) = (&s.even_cols[parity], &s.odd_cols[parity]);
+            let (best, code) = (&mut s.row_best[parity], &mut s.row_code[parity]);
+            reset(best, n + len, T::NEG_INF);
+            reset(code, n + len, 0);
+            let windows = e[..n].iter().zip(&o[..n]).zip(&e[1..n + 1]);
+            for ((b, c), ((&x0, &x1), &x2)) in best[..n].iter_mut().zip(&mut code[..n]).zip(windows)
+            {
+                *b = x0;
+                keep_max(b, c, x1, 1);
+                keep_max(b, c, x2, 2);
+            }
+        }
+        // Each output's window rows 2i, 2i + 1, 2i + 2 are even i, odd i, even i + 1; the code
+        // becomes the argmax's offset from the window's first element.
+        let w = p.w as u32;
+        let ([even_b, odd_b], [even_c, odd_c]) = (&s.row_best, &s.row_code);
+        reset(&mut s.best, n, T::NEG_INF);
+        reset(&mut s.code, n, 0);
+        let rows = (even_b[..n].iter().zip(&even_c[..n]))
+            .zip(odd_b[..n].iter().zip(&odd_c[..n]))
+            .zip(even_b[len..n + len].iter().zip(&even_c[len..n + len]));
+        for ((b, c), (((&v0, &c0), (&v1, &c1)), (&v2, &c2))) in
+            s.best.iter_mut().zip(&mut s.code).zip(rows)
+        {
+            *b = v0;
+            *c = c0;
+            keep_max(b, c, v1, w + c1);
+            keep_max(b, c, v2, 2 * w + c2);
+        }
+        let outputs = dst
+            .chunks_exact_mut(p.ho * p.wo)
+            .zip(ids.chunks_exact_mut(p.ho * p.wo));
+        for (plane, (dst, ids)) in outputs.enumerate() {
+            for i in 0..p.ho {
+                let at = (plane * slots + i) * len;
+                let first = (2 * i * p.w) as u32;
+                let (dst, ids) = (&mut dst[i * p.wo..][..p.wo], &mut ids[i * p.wo..][..p.wo]);
+                let (best, code) = (&s.best[at..at + p.wo], &s.code[at..at + p.wo]);
+                for (j, ((d, id), (&b, &c))) in dst
+                    .iter_mut()
+                    .zip(ids)
+                    .zip(best.iter().zip(code))
+                    .enumerate()
+                {
+                    *d = b;
+                    *id = first + 2 * j as u32 + c;
+                }
+            }
+        }
     }
 }
 
