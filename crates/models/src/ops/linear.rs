@@ -7,13 +7,15 @@
 //!   classifier) into its panel layout, which costs as much as the product and whose six-column
 //!   kernel is mostly idle on one column; here W is read once, in place.
 //! - Otherwise as `W @ xs^T`, then transposed: with W on the left the `gemm` crate ran AlexNet's
-//!   9216 -> 4096 layer at batch 32 in 17 ms, against 77 with `W^T` on the right.
+//!   9216 -> 4096 layer at batch 32 in 17 ms, against 77 with `W^T` on the right (a throwaway
+//!   probe on a 2-vCPU Zen 4).
 //! - The backward computes `grad @ W` and `grad^T @ xs` (W's gradient in W's own layout), each
 //!   in [`Products`]' precision: under the mixed-precision mode they multiply on the CPU's
 //!   `bf16` dot products, as autocast's `bf16` linear layers do. The forward keeps `f32`
 //!   products: packing W's `f32` values into `bf16` panels costs more than the products save
-//!   (9216 -> 4096 at batch 32: 29 ms against 16), where the backward's packing of the small
-//!   `grad` and `xs` costs little (forward + backward 47-49 ms against 58-68 in `f32`).
+//!   (9216 -> 4096 at batch 32: 29 ms against 16 in the same probe), where the backward's
+//!   packing of the small `grad` and `xs` costs little (criterion's `linear_train`, forward +
+//!   backward: 53.1 ms against 57.2 in `f32`).
 //!
 //! Candle's backward adds every gradient it propagates to a zeroed tensor of its own
 //! (`GradStore::or_insert`, then `add`): a weight gradient the product has just written is
@@ -82,9 +84,11 @@ pub fn linear_with(
             None => ys_t.t(),
         };
     }
-    // A derived weight (a cast, a copy) is not what the optimiser asks for: its gradient must
-    // flow on to its variable through Candle.
-    let sink = sink.filter(|_| weight.is_variable()).cloned();
+    // A derived weight (a cast, a copy, and so the contiguous copy of a strided variable) is
+    // not what the optimiser asks for: its gradient must flow on to its variable through Candle.
+    let sink = sink
+        .filter(|_| weight.is_variable() && weight.is_contiguous())
+        .cloned();
     let op = CpuLinear { sink, products };
     let ys = xs.contiguous()?.apply_op2(&weight.contiguous()?, op)?;
     match bias {
@@ -504,6 +508,24 @@ mod tests {
             .sum_all()?
             .backward()?;
         assert!(sink.is_empty()?);
+        let stock = xs.matmul(&w.t()?)?.sum_all()?.backward()?;
+        let d = max_abs_diff(&gradient(&grads, &v)?, &gradient(&stock, &v)?)?;
+        assert!(d <= 1e-5, "variable gradient off by {d}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_strided_variable_weight_keeps_its_gradient() -> Result<()> {
+        // A transposed view of a variable reaches the op as a contiguous copy, which no
+        // optimiser asks for: the gradient must go back through the copy and the transpose.
+        let v = Var::from_tensor(&wave(&[5, 3], 0.2, DType::F32)?)?;
+        let w = v.as_tensor().t()?;
+        let xs = wave(&[6, 5], 0.7, DType::F32)?;
+        let sink = GradSink::new();
+        let mut grads = linear_with(&xs, &w, None, Some(&sink), Products::Exact)?
+            .sum_all()?
+            .backward()?;
+        sink.drain_into(&mut grads)?;
         let stock = xs.matmul(&w.t()?)?.sum_all()?.backward()?;
         let d = max_abs_diff(&gradient(&grads, &v)?, &gradient(&stock, &v)?)?;
         assert!(d <= 1e-5, "variable gradient off by {d}");
