@@ -588,7 +588,12 @@ impl Conv2d {
 
 /// The first `rows` rows of the row-major `src` (`cols` each) transposed into `dst` (`cols` rows
 /// of `rows`), rayon over `dst`'s rows.
-fn transpose_into<T: Copy + Send + Sync>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+pub(super) fn transpose_into<T: Copy + Send + Sync>(
+    src: &[T],
+    rows: usize,
+    cols: usize,
+    dst: &mut [T],
+) {
     dst[..rows * cols]
         .par_chunks_mut(rows)
         .enumerate()

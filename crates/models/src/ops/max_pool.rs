@@ -469,12 +469,16 @@ mod k3s2 {
         for parity in 0..2 {
             let (e, o) = (&s.even_cols[parity], &s.odd_cols[parity]);
             let (best, code) = (&mut s.row_best[parity], &mut s.row_code[parity]);
-            reset(best, n + len, T::NEG_INF);
-            reset(code, n + len, 0);
+            // The pass below writes the first `n` (a previous chunk's values need no reset);
+            // the slack past them is read as -inf, never picked, so its codes do not matter.
+            best.resize(n + len, T::NEG_INF);
+            best[n..].fill(T::NEG_INF);
+            code.resize(n + len, 0);
             let windows = e[..n].iter().zip(&o[..n]).zip(&e[1..n + 1]);
             for ((b, c), ((&x0, &x1), &x2)) in best[..n].iter_mut().zip(&mut code[..n]).zip(windows)
             {
                 *b = x0;
+                *c = 0;
                 keep_max(b, c, x1, 1);
                 keep_max(b, c, x2, 2);
             }
@@ -483,8 +487,9 @@ mod k3s2 {
         // becomes the argmax's offset from the window's first element.
         let w = p.w as u32;
         let ([even_b, odd_b], [even_c, odd_c]) = (&s.row_best, &s.row_code);
-        reset(&mut s.best, n, T::NEG_INF);
-        reset(&mut s.code, n, 0);
+        // Overwritten whole below.
+        s.best.resize(n, T::NEG_INF);
+        s.code.resize(n, 0);
         let rows = (even_b[..n].iter().zip(&even_c[..n]))
             .zip(odd_b[..n].iter().zip(&odd_c[..n]))
             .zip(even_b[len..n + len].iter().zip(&even_c[len..n + len]));

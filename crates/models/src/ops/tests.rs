@@ -168,6 +168,21 @@ fn max_pool_fast_matches_slow() -> Result<()> {
 }
 
 #[test]
+fn max_pool_k3s2_reuses_its_buffers_without_stale_picks() -> Result<()> {
+    // Enough planes that each rayon thread runs many chunks through the same buffers (a first
+    // chunk alone cannot show a stale value left by an earlier one), odd and even sides.
+    for (si, shape) in [(3, 96, 13, 13), (2, 80, 12, 14)].into_iter().enumerate() {
+        let x = distinct(shape, 40 + si as u64, DType::F32)?;
+        let slow = |t: &Tensor| max_pool2d_slow(t, 3, 2, 0);
+        for train in [false, true] {
+            let fast = move |t: &Tensor| max_pool2d_t(t, 3, 2, 0, train);
+            assert_close(&fast, &slow, &x, 1e-6, &format!("{shape:?} train {train}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn lrn_fast_matches_slow() -> Result<()> {
     for (si, &shape) in SHAPES.iter().enumerate() {
         for (size, alpha, beta, k) in [
